@@ -1,0 +1,130 @@
+"""The one place librdkafka configurations are built, plus client helpers shared by all loops."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from infra.config import Settings
+
+log = logging.getLogger(__name__)
+
+LagCallback = Callable[[str, str, int, int], None]
+
+
+class BrokerUnreachable(RuntimeError):
+    """No broker answered at the configured bootstrap servers."""
+
+
+class ErrorLogger:
+    """librdkafka error callback that logs each distinct condition once until it clears."""
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+        self._seen: set[int] = set()
+
+    def __call__(self, err: KafkaError) -> None:
+        code = err.code()
+        if code in self._seen:
+            return
+        self._seen.add(code)
+        level = logging.ERROR if err.fatal() else logging.WARNING
+        log.log(level, "kafka %s: %s", self.client, err.str())
+
+    def clear(self) -> None:
+        if self._seen:
+            log.info("kafka %s: connection healthy again", self.client)
+            self._seen.clear()
+
+
+def common_config(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.bootstrap, **settings.kafka}
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    return {
+        **common_config(settings),
+        # Idempotence: retries after a broker hiccup cannot duplicate or reorder a partition.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.linger_ms,
+        "compression.type": settings.compression,
+        "queue.buffering.max.messages": 1_000_000,
+        **overrides,
+    }
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        **common_config(settings),
+        "group.id": group_id,
+        # Offsets are committed by the loop, only for records whose outputs are acknowledged.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Short session timeout: group joins take ~half of it (BROKER-NOTES.md).
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(300, settings.session_timeout_ms // 5),
+        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "statistics.interval.ms": 1000,
+        **overrides,
+    }
+
+
+def parse_lag(stats_json: str, on_lag: LagCallback) -> None:
+    """Report per-partition consumer lag from librdkafka statistics (correct on Tansu too)."""
+    stats = orjson.loads(stats_json)
+    group = stats.get("name", "")
+    for topic, tstats in stats.get("topics", {}).items():
+        for pid, pstats in tstats.get("partitions", {}).items():
+            partition = int(pid)
+            lag = pstats.get("consumer_lag", -1)
+            if partition < 0 or lag < 0:
+                continue
+            on_lag(group, topic, partition, lag)
+
+
+def make_producer(settings: Settings, name: str, **overrides: Any) -> Producer:
+    errors = ErrorLogger(name)
+    return Producer(producer_config(settings, error_cb=errors, **overrides))
+
+
+def make_consumer(
+    settings: Settings,
+    group_id: str,
+    name: str,
+    on_lag: LagCallback | None = None,
+    **overrides: Any,
+) -> Consumer:
+    errors = ErrorLogger(name)
+    conf = consumer_config(settings, group_id, error_cb=errors, **overrides)
+    if on_lag is not None:
+        conf["stats_cb"] = lambda s: parse_lag(s, on_lag)
+    return Consumer(conf)
+
+
+def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Fail fast with one clear line when nothing answers at the bootstrap servers."""
+    admin = AdminClient({**common_config(settings), "error_cb": lambda _e: None})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin.list_topics(timeout=min(2.0, timeout_s))
+            return
+        except KafkaException:
+            if time.monotonic() >= deadline:
+                hint = (
+                    " (start one with `fraudstream broker` or set FRAUDSTREAM_BOOTSTRAP_SERVERS)"
+                    if settings.embedded
+                    else ""
+                )
+                raise BrokerUnreachable(
+                    f"no Kafka broker reachable at {settings.bootstrap}{hint}"
+                ) from None

@@ -1,0 +1,180 @@
+"""All Prometheus metrics, built in one factory over a given registry (tests use fresh ones)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a whole numpy batch at a time (prometheus_client observes one value
+    per call under a lock, too slow for every scored transaction)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = np.asarray(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: np.ndarray) -> None:
+        if values.size == 0:
+            return
+        idx = np.searchsorted(self.bounds, values, side="left")
+        counts = np.bincount(idx, minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts)
+            total_sum = self._sum
+        buckets = [(repr(float(b)), int(c)) for b, c in zip(self.bounds, cumulative, strict=False)]
+        buckets.append(("+Inf", int(cumulative[-1])))
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=buckets, sum_value=total_sum
+        )
+
+
+class RollingRate:
+    """Share of positives over the last `window_s` seconds, in one-second buckets."""
+
+    def __init__(self, window_s: int = 60) -> None:
+        self.window_s = window_s
+        self._total = np.zeros(window_s, dtype=np.int64)
+        self._pos = np.zeros(window_s, dtype=np.int64)
+        self._second = np.full(window_s, -1, dtype=np.int64)
+        self._lock = threading.Lock()
+
+    def add(self, total: int, positives: int, now: float | None = None) -> None:
+        sec = int(now if now is not None else time.time())
+        i = sec % self.window_s
+        with self._lock:
+            if self._second[i] != sec:
+                self._second[i] = sec
+                self._total[i] = 0
+                self._pos[i] = 0
+            self._total[i] += total
+            self._pos[i] += positives
+
+    def value(self, now: float | None = None) -> float:
+        sec = int(now if now is not None else time.time())
+        with self._lock:
+            live = self._second > sec - self.window_s
+            total = int(self._total[live].sum())
+            pos = int(self._pos[live].sum())
+        return pos / total if total else 0.0
+
+
+class Metrics:
+    """Every fraudstream metric. Each process uses the subset it needs."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, fraud_window_s: int = 60) -> None:
+        disable_created_metrics()  # `_created` series only add noise to every counter
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.consumer_lag = Gauge(
+            "fraudstream_consumer_lag",
+            "Records behind the partition's high watermark (librdkafka statistics)",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
+        self.transactions_produced = Counter(
+            "fraudstream_transactions_produced_total", "Transactions published", registry=r
+        )
+        self.labels_produced = Counter(
+            "fraudstream_labels_produced_total", "Labels published", registry=r
+        )
+        self.scored = Counter(
+            "fraudstream_transactions_scored_total", "Transactions scored", registry=r
+        )
+        self.flagged = Counter(
+            "fraudstream_transactions_flagged_total",
+            "Transactions scored at or above the threshold",
+            registry=r,
+        )
+        self.labels = Counter(
+            "fraudstream_labels_total", "Labels consumed by the trainer", ["is_fraud"], registry=r
+        )
+        self.labels_learned = Counter(
+            "fraudstream_labels_learned_total",
+            "Labels joined with their score and learned",
+            registry=r,
+        )
+        self.join_evicted = Counter(
+            "fraudstream_join_evicted_total",
+            "Unjoined scores or labels dropped from the trainer's bounded buffer",
+            ["side", "cause"],
+            registry=r,
+        )
+        self.join_pending = Gauge(
+            "fraudstream_join_pending",
+            "Scores or labels waiting in the trainer's join buffer",
+            ["side"],
+            registry=r,
+        )
+        self.dlq = Counter(
+            "fraudstream_dlq_total",
+            "Records sent to a dead-letter topic",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "fraudstream_model_version", "Version of the model in use", registry=r
+        )
+        self.model_roc_auc = Gauge(
+            "fraudstream_model_roc_auc", "Rolling ROC AUC, evaluated before learning", registry=r
+        )
+        self.model_precision = Gauge(
+            "fraudstream_model_precision", "Rolling precision at the threshold", registry=r
+        )
+        self.model_recall = Gauge(
+            "fraudstream_model_recall", "Rolling recall at the threshold", registry=r
+        )
+        self.snapshots = Counter(
+            "fraudstream_snapshots_total", "Model snapshots published", registry=r
+        )
+        self.cards_tracked = Gauge(
+            "fraudstream_cards_tracked", "Cards with per-card feature state", registry=r
+        )
+        self.fraud_rate_window = RollingRate(fraud_window_s)
+        self.fraud_rate = Gauge(
+            "fraudstream_fraud_rate",
+            f"Share of scores flagged over the last {fraud_window_s} s",
+            registry=r,
+        )
+        self.fraud_rate.set_function(self.fraud_rate_window.value)
+        self.score_latency = BatchHistogram(
+            "fraudstream_score_latency_seconds",
+            "Event time to score produced",
+            LATENCY_BUCKETS,
+        )
+        r.register(self.score_latency)
+
+    def set_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(group, topic, str(partition)).set(lag)
+
+    def serve(self, port: int | None, addr: str = "0.0.0.0") -> int | None:
+        """Serve /metrics on `port` (0 = any free port). Returns the port, or None if disabled."""
+        if port is None:
+            return None
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return int(server.server_address[1])
