@@ -67,6 +67,8 @@ class ModelSettings(BaseModel):
     l2: float = Field(0.0, ge=0)
     # Weight of a fraud label in learn_one: fraud is rare, so each one counts more.
     fraud_weight: float = Field(5.0, gt=0)
+    # Expected share of fraud; the untrained model's intercept starts there.
+    prior_fraud_rate: float = Field(0.01, gt=0, lt=1)
 
 
 class Settings(BaseSettings):
