@@ -78,10 +78,9 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     }
 
 
-def parse_lag(stats_json: str, on_lag: LagCallback) -> None:
+def parse_lag(stats_json: str, group: str, on_lag: LagCallback) -> None:
     """Report per-partition consumer lag from librdkafka statistics (correct on Tansu too)."""
     stats = orjson.loads(stats_json)
-    group = stats.get("name", "")
     for topic, tstats in stats.get("topics", {}).items():
         for pid, pstats in tstats.get("partitions", {}).items():
             partition = int(pid)
@@ -106,13 +105,14 @@ def make_consumer(
     errors = ErrorLogger(name)
     conf = consumer_config(settings, group_id, error_cb=errors, **overrides)
     if on_lag is not None:
-        conf["stats_cb"] = lambda s: parse_lag(s, on_lag)
+        conf["stats_cb"] = lambda s: parse_lag(s, group_id, on_lag)
     return Consumer(conf)
 
 
 def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
     """Fail fast with one clear line when nothing answers at the bootstrap servers."""
-    admin = AdminClient({**common_config(settings), "error_cb": lambda _e: None})
+    # Silent probe: the one-line error below says all a user needs.
+    admin = AdminClient({**common_config(settings), "error_cb": lambda _e: None, "log_level": 0})
     deadline = time.monotonic() + timeout_s
     while True:
         try:

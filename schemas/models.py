@@ -14,9 +14,7 @@ MAX_AMOUNT = 1e9
 class Transaction(BaseModel):
     """A card transaction as published to the `transactions` topic."""
 
-    model_config = ConfigDict(
-        extra="ignore", frozen=True, str_max_length=256, allow_inf_nan=False
-    )
+    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=256, allow_inf_nan=False)
 
     transaction_id: str = Field(min_length=1)
     card_id: str = Field(min_length=1)

@@ -1,0 +1,334 @@
+"""`fraudstream` command line: one console script, a subcommand per process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from infra.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("fraudstream")
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (checked against settings)."""
+
+
+def _positive(kind: type[float] | type[int]) -> Callable[[str], Any]:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML settings file (default: params.yaml)")
+    p.add_argument(
+        "--bootstrap-servers",
+        metavar="HOSTS",
+        help="Kafka cluster (default: $FRAUDSTREAM_BOOTSTRAP_SERVERS, else the embedded broker)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _metrics_port(p: argparse.ArgumentParser, default_help: str) -> None:
+    p.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="N",
+        help=f"serve Prometheus metrics on this port (0: any free port; {default_help})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fraudstream",
+        description="Kafka streaming fraud scorer that learns in real time.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run everything on this machine with a live view")
+    _common(up)
+    up.add_argument("--duration", type=_positive(float), metavar="S", help="stop after S seconds")
+    up.add_argument("--rate", type=_positive(float), default=500.0, help="transactions/s")
+    up.add_argument("--seed", type=int, default=42)
+    up.add_argument("--fraud-rate", type=_fraction, default=0.01)
+    up.add_argument("--label-delay", type=_non_negative, default=3.0, metavar="S")
+    up.add_argument("--label-coverage", type=_fraction, default=1.0)
+    up.add_argument("--plain", action="store_true", help="log lines instead of a live view")
+    up.add_argument("--run-dir", type=Path, default=Path(".fraudstream"), help="logs go here")
+
+    broker = sub.add_parser("broker", help="run the embedded broker (Tansu) in the foreground")
+    broker.add_argument("--port", type=_port, default=9092)
+    broker.add_argument("--host", default="127.0.0.1")
+    broker.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+    topics = sub.add_parser("topics", help="topic administration")
+    tsub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    create = tsub.add_parser("create", help="create the topics (existing ones are kept)")
+    _common(create)
+    create.add_argument("--partitions", type=_positive(int), help="default: settings (4)")
+
+    produce = sub.add_parser("produce", help="publish synthetic transactions and their labels")
+    _common(produce)
+    _metrics_port(produce, "default: off")
+    produce.add_argument("--rate", type=_positive(float), default=1000.0, help="transactions/s")
+    produce.add_argument("--count", type=_positive(int), help="stop after N transactions")
+    produce.add_argument("--duration", type=_positive(float), metavar="S")
+    produce.add_argument("--seed", type=int, default=42)
+    produce.add_argument("--fraud-rate", type=_fraction, default=0.01)
+    produce.add_argument("--label-delay", type=_non_negative, default=5.0, metavar="S")
+    produce.add_argument("--label-coverage", type=_fraction, default=1.0)
+
+    score = sub.add_parser("score", help="run one scorer instance")
+    _common(score)
+    _metrics_port(score, "default: $FRAUDSTREAM_METRICS_PORT, else 9101")
+
+    train = sub.add_parser("train", help="run the trainer (single writer of the model)")
+    _common(train)
+    _metrics_port(train, "default: $FRAUDSTREAM_METRICS_PORT, else 9102")
+    train.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+    replay = sub.add_parser("replay-labels", help="publish labels from a CSV or JSONL file")
+    _common(replay)
+    replay.add_argument("file", type=Path, metavar="FILE")
+    replay.add_argument(
+        "--rate", type=_positive(float), help="labels/s (default: as fast as possible)"
+    )
+    replay.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = dict(extra)
+    if getattr(args, "bootstrap_servers", None):
+        overrides["bootstrap_servers"] = args.bootstrap_servers
+    if getattr(args, "metrics_port", None) is not None:
+        overrides["metrics_port"] = args.metrics_port
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _serve_metrics(metrics: Any, port: int | None) -> None:
+    try:
+        bound = metrics.serve(port)
+    except OSError as exc:
+        raise UsageError(f"--metrics-port {port}: cannot listen ({exc.strerror})") from None
+    if bound is not None:
+        log.info("metrics on http://127.0.0.1:%d/metrics", bound)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from infra.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port, host=args.host)
+    stop = threading.Event()
+    _stop_on_signals(stop.set)
+    broker.start(foreground_output=True)
+    print(f"embedded broker listening on {broker.bootstrap} (Ctrl-C to stop)", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if broker.process is None or broker.process.poll() is not None:
+                log.error("embedded broker exited")
+                return 1
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from infra.kafka import check_reachable
+    from infra.topics import create_topics
+
+    settings = _settings(args)
+    check_reachable(settings)
+    for name, state in sorted(create_topics(settings, args.partitions).items()):
+        print(f"{name}: {state}")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from infra.kafka import check_reachable
+    from infra.metrics import Metrics
+    from producer.run import ProduceOptions, run_producer
+
+    settings = _settings(args)
+    check_reachable(settings)
+    metrics = Metrics()
+    _serve_metrics(metrics, settings.metrics_port)
+    stop = threading.Event()
+    _stop_on_signals(stop.set)
+    options = ProduceOptions(
+        rate=args.rate,
+        count=args.count,
+        duration_s=args.duration,
+        seed=args.seed,
+        fraud_rate=args.fraud_rate,
+        label_delay_s=args.label_delay,
+        label_coverage=args.label_coverage,
+    )
+    report = run_producer(settings, options, metrics, stop)
+    print(
+        f"produced {report.transactions} transactions ({report.frauds} fraud), "
+        f"{report.labels} labels"
+    )
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from infra.kafka import check_reachable
+    from infra.metrics import Metrics
+    from scorer.run import Scorer
+
+    settings = _settings(args)
+    check_reachable(settings)
+    metrics = Metrics()
+    _serve_metrics(metrics, settings.metrics_port if settings.metrics_port is not None else 9101)
+    scorer = Scorer(settings, metrics)
+    _stop_on_signals(scorer.stop)
+    scorer.run()
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from infra.kafka import check_reachable
+    from infra.metrics import Metrics
+    from trainer.run import Trainer
+    from trainer.tracking import MlflowLogger
+
+    settings = _settings(args)
+    check_reachable(settings)
+    metrics = Metrics()
+    _serve_metrics(metrics, settings.metrics_port if settings.metrics_port is not None else 9102)
+    params = {
+        **{f"model.{k}": v for k, v in settings.model.model_dump().items()},
+        "threshold": settings.scorer.threshold,
+        "snapshot_every_labels": settings.trainer.snapshot_every_labels,
+    }
+    mlflow_logger = None if args.no_mlflow else MlflowLogger(settings, params)
+    trainer = Trainer(settings, metrics, mlflow_logger)
+    _stop_on_signals(trainer.stop)
+    trainer.run()
+    return 0
+
+
+def cmd_replay_labels(args: argparse.Namespace) -> int:
+    from infra.kafka import check_reachable
+    from producer.replay import replay_labels
+
+    settings = _settings(args)
+    check_reachable(settings)
+    report = replay_labels(args.file, settings, rate=args.rate, progress=not args.no_progress)
+    for line, error in report.rejected:
+        print(f"{args.file}:{line}: rejected: {error}", file=sys.stderr)
+    print(f"sent {report.sent} labels, rejected {len(report.rejected)}")
+    return 0 if report.ok else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from fraudstream.up import UpOptions, run_up
+
+    settings = _settings(args)
+    options = UpOptions(
+        duration_s=args.duration,
+        rate=args.rate,
+        seed=args.seed,
+        fraud_rate=args.fraud_rate,
+        label_delay_s=args.label_delay,
+        label_coverage=args.label_coverage,
+        plain=args.plain or not sys.stdout.isatty(),
+        run_dir=args.run_dir,
+        config=args.config,
+    )
+    return run_up(settings, options)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "up": cmd_up,
+    "broker": cmd_broker,
+    "topics": cmd_topics_create,
+    "produce": cmd_produce,
+    "score": cmd_score,
+    "train": cmd_train,
+    "replay-labels": cmd_replay_labels,
+}
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    print(f"fraudstream: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from infra.broker import BrokerError
+    from infra.kafka import BrokerUnreachable
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, UsageError, BrokerError, BrokerUnreachable) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

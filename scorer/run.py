@@ -1,0 +1,267 @@
+"""The scorer loop: consume a batch -> validate -> features -> score the batch -> produce.
+
+Offsets are committed only for records whose Score (or dead letter) the broker acknowledged,
+so a crash or rebalance can repeat scores but never skip one (at-least-once).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from infra.config import Settings
+from infra.dlq import send_to_dlq
+from infra.kafka import make_consumer, make_producer
+from infra.metrics import Metrics
+from infra.model_updates import ModelWatcher
+from schemas import DecodeError, Transaction, decode_transaction
+from schemas.snapshot import Snapshot
+from scorer.features import FeatureBatch, FeatureBuilder, Vocabulary
+from scorer.model import CompiledModel, build_pipeline
+from scorer.offsets import OffsetTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServingModel:
+    """The model in use. Replaced as a whole (one reference swap) when a new version loads."""
+
+    compiled: CompiledModel
+    loaded_at: float = field(default_factory=time.time)
+
+
+class Scorer:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.cfg = settings.scorer
+        self.topics = settings.topics
+        self.serving = ServingModel(CompiledModel.from_pipeline(build_pipeline(settings.model), 0))
+        self.builders: dict[int, FeatureBuilder] = {}
+        self.categories = Vocabulary("merchant_category")
+        self.channels = Vocabulary("channel")
+        self.tracker = OffsetTracker()
+        self.scored = 0
+        self._stop = threading.Event()
+        self.producer: Producer = make_producer(settings, "scorer producer")
+        self.consumer: Consumer = make_consumer(
+            settings, self.cfg.group_id, "scorer consumer", on_lag=metrics.set_lag
+        )
+        self.watcher = ModelWatcher(settings, self._load_snapshot)
+        metrics.model_version.set(0)
+
+    # -- model -------------------------------------------------------------------------------
+
+    def _load_snapshot(self, snapshot: Snapshot) -> None:
+        compiled = CompiledModel.from_pipeline(snapshot.load_model(), snapshot.version)
+        self.serving = ServingModel(compiled)
+        self.metrics.model_version.set(snapshot.version)
+        log.info("model v%d loaded (%d labels learned)", snapshot.version, snapshot.labels_learned)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, model_wait_s: float = 10.0) -> None:
+        self.watcher.start()
+        if not self.watcher.ready.wait(model_wait_s):
+            log.warning(
+                "model-updates not read within %.0f s; scoring with v0 meanwhile", model_wait_s
+            )
+        self.consumer.subscribe(
+            [self.topics.transactions],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info("scorer consuming %s as group %s", self.topics.transactions, self.cfg.group_id)
+        try:
+            while not self._stop.is_set():
+                self._step()
+        finally:
+            self._shutdown()
+
+    def _step(self) -> None:
+        # Back-pressure: while too many scores wait for acknowledgement, stop consuming.
+        if self.tracker.in_flight >= self.cfg.max_in_flight:
+            self.producer.poll(0.05)
+            self._commit_ready()
+            return
+        msgs = self.consumer.consume(self.cfg.batch_size, self.cfg.poll_timeout_s)
+        if msgs:
+            self._process(msgs)
+        self.producer.poll(0)
+        self._commit_ready()
+
+    def _shutdown(self) -> None:
+        log.info("scorer stopping: flushing scores and committing offsets")
+        try:
+            self.producer.flush(30)
+            self._commit_ready(asynchronous=False)
+        finally:
+            self.consumer.close()
+            self.watcher.stop()
+        log.info("scorer stopped after %d scores", self.scored)
+
+    # -- rebalance ---------------------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            # Per-card state is rebuilt from the stream for partitions that move here.
+            self.builders.setdefault(
+                tp.partition,
+                FeatureBuilder(self.cfg.max_cards, self.categories, self.channels),
+            )
+        log.info("assigned %s", _describe(partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Finish what was consumed from these partitions before another member takes them.
+        self.producer.flush(30)
+        self._commit_ready(asynchronous=False)
+        for tp in partitions:
+            self.builders.pop(tp.partition, None)
+        log.info("revoked %s", _describe(partitions))
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.builders.pop(tp.partition, None)
+        log.warning("lost %s", _describe(partitions))
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def _process(self, msgs: list[Message]) -> None:
+        positions: dict[tuple[str, int], int] = {}
+        by_partition: dict[int, list[tuple[Message, Transaction]]] = {}
+        dead: list[tuple[Message, DecodeError]] = []
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err.str())
+                continue
+            partition = msg.partition()
+            positions[(msg.topic(), partition)] = msg.offset() + 1
+            try:
+                tx = decode_transaction(msg.value())
+            except DecodeError as exc:
+                dead.append((msg, exc))
+                continue
+            by_partition.setdefault(partition, []).append((msg, tx))
+
+        n_out = sum(len(v) for v in by_partition.values()) + len(dead)
+        if not positions:
+            return
+        batch_id = self.tracker.open(positions, n_out)
+        on_delivery = functools.partial(self._delivered, batch_id)
+        for msg, exc in dead:
+            self._dead_letter(msg, exc, on_delivery)
+        serving = self.serving
+        for partition, items in by_partition.items():
+            builder = self.builders.get(partition)
+            if builder is None:  # a record from a partition assigned before our callback ran
+                builder = self.builders.setdefault(
+                    partition, FeatureBuilder(self.cfg.max_cards, self.categories, self.channels)
+                )
+            batch = builder.build(tx for _, tx in items)
+            self._emit(items, batch, serving.compiled.predict_proba(batch), serving, on_delivery)
+        self.metrics.cards_tracked.set(sum(len(b.store) for b in self.builders.values()))
+
+    def _emit(
+        self,
+        items: list[tuple[Message, Transaction]],
+        batch: FeatureBatch,
+        probs: np.ndarray,
+        serving: ServingModel,
+        on_delivery: functools.partial[None],
+    ) -> None:
+        threshold = self.cfg.threshold
+        version = serving.compiled.version
+        now = datetime.now(UTC)
+        now_ts = now.timestamp()
+        topic = self.topics.scores
+        produce = self.producer.produce
+        flags = probs >= threshold
+        event_ts = np.empty(len(items))
+        dumps = orjson.dumps
+        for i, ((msg, tx), features, p, flag) in enumerate(
+            zip(items, batch.dicts(), probs.tolist(), flags.tolist(), strict=True)
+        ):
+            event_ts[i] = tx.timestamp.timestamp()
+            value = dumps(
+                {
+                    "transaction_id": tx.transaction_id,
+                    "card_id": tx.card_id,
+                    "score": p,
+                    "flagged": flag,
+                    "threshold": threshold,
+                    "model_version": version,
+                    "event_time": tx.timestamp,
+                    "scored_at": now,
+                    "features": features,
+                }
+            )
+            key = msg.key() or tx.card_id.encode()
+            while True:
+                try:
+                    produce(topic, value, key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    # Local queue full: serve deliveries until there is room (back-pressure).
+                    self.producer.poll(0.1)
+        n = len(items)
+        n_flagged = int(flags.sum())
+        self.scored += n
+        self.metrics.scored.inc(n)
+        self.metrics.flagged.inc(n_flagged)
+        self.metrics.fraud_rate_window.add(n, n_flagged, now_ts)
+        self.metrics.score_latency.observe_many(np.maximum(now_ts - event_ts, 0.0))
+
+    def _dead_letter(
+        self, msg: Message, exc: DecodeError, on_delivery: functools.partial[None]
+    ) -> None:
+        topic = self.topics.transactions_dlq
+        send_to_dlq(self.producer, topic, msg, exc.reason, exc.detail, on_delivery)
+        self.metrics.dlq.labels(msg.topic(), exc.reason).inc()
+        log.debug("dead letter %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+
+    def _delivered(self, batch_id: int, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            # The idempotent producer already retried until message.timeout.ms: send it again
+            # rather than lose it; the batch stays uncommitted until it is delivered.
+            log.warning("delivery to %s failed (%s); producing again", msg.topic(), err.str())
+            self.producer.produce(
+                msg.topic(),
+                msg.value(),
+                msg.key(),
+                headers=msg.headers(),
+                on_delivery=functools.partial(self._delivered, batch_id),
+            )
+            return
+        self.tracker.delivered(batch_id)
+
+    def _commit_ready(self, asynchronous: bool = True) -> None:
+        ready = self.tracker.ready()
+        if not ready:
+            return
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        offsets = [TopicPartition(t, p, off) for (t, p), off in ready.items() if (t, p) in owned]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except Exception as exc:  # noqa: BLE001  a failed commit only means records are repeated
+            log.warning("offset commit failed: %s", exc)
+
+
+def _describe(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

@@ -1,0 +1,306 @@
+"""The trainer: join scores with labels, evaluate, learn, publish snapshots.
+
+It is the single writer of the model. Each snapshot records where to resume every input
+partition, and which records it had already processed, so a restarted trainer learns each
+label exactly once (see `_already_learned`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from infra.config import Settings
+from infra.dlq import send_to_dlq
+from infra.kafka import make_consumer, make_producer
+from infra.metrics import Metrics
+from infra.model_updates import read_latest_snapshot
+from schemas import DecodeError, decode_label
+from schemas.snapshot import Offsets, Snapshot, encode_snapshot, make_snapshot
+from scorer.model import build_pipeline, predict_one
+from trainer.join import Joined, Joiner
+from trainer.quality import RollingQuality
+from trainer.tracking import MlflowLogger
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, mlflow_logger: MlflowLogger | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.cfg = settings.trainer
+        self.topics = settings.topics
+        self.mlflow = mlflow_logger
+        self.pipeline: Any = build_pipeline(settings.model)
+        self.version = 0
+        self.labels_learned = 0
+        self.joiner = Joiner(self.cfg.join_buffer_size, self.cfg.join_ttl_s)
+        self.quality = RollingQuality(self.cfg.quality_window, settings.scorer.threshold)
+        # Next offset to read per (topic, partition), i.e. everything below was processed.
+        self.positions: dict[tuple[str, int], int] = {}
+        # From the snapshot we resumed: records below these were processed before the restart.
+        self.restored_processed: Offsets = {}
+        self.restored_resume: Offsets = {}
+        self._since_snapshot = 0
+        self._last_snapshot = time.monotonic()
+        self._last_mlflow = 0.0
+        self._last: Snapshot | None = None
+        self._evictions_reported: dict[tuple[str, str], int] = {}
+        self._stop = threading.Event()
+        self.producer: Producer = make_producer(settings, "trainer producer")
+        self.consumer: Consumer = make_consumer(
+            settings,
+            self.cfg.group_id,
+            "trainer consumer",
+            on_lag=metrics.set_lag,
+            # The trainer is one process: eager assignment lets on_assign set positions.
+            **{"partition.assignment.strategy": "range"},
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def restore(self) -> None:
+        snapshot = read_latest_snapshot(self.settings)
+        if snapshot is None:
+            log.info(
+                "no snapshot on %s: starting from an untrained model", self.topics.model_updates
+            )
+            return
+        self.pipeline = snapshot.load_model()
+        self.version = snapshot.version
+        self.labels_learned = snapshot.labels_learned
+        self.restored_processed = snapshot.processed_offsets
+        self.restored_resume = snapshot.resume_offsets
+        self.metrics.model_version.set(self.version)
+        self._last = snapshot
+        log.info("resumed from snapshot v%d (%d labels learned)", self.version, self.labels_learned)
+
+    def run(self) -> None:
+        self.restore()
+        if self.mlflow is not None:
+            self.mlflow.start()
+        self.consumer.subscribe([self.topics.scores, self.topics.labels], on_assign=self._on_assign)
+        log.info("trainer consuming %s + %s", self.topics.scores, self.topics.labels)
+        try:
+            while not self._stop.is_set():
+                msgs = self.consumer.consume(self.cfg.batch_size, 0.1)
+                now = time.time()
+                for msg in msgs:
+                    self._handle(msg, now)
+                self.producer.poll(0)
+                self._maybe_snapshot()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        log.info("trainer stopping: final snapshot")
+        try:
+            self.snapshot(final=True)
+            self.producer.flush(30)
+        finally:
+            self.consumer.close()
+            if self.mlflow is not None:
+                self.mlflow.close()
+        log.info("trainer stopped at v%d, %d labels learned", self.version, self.labels_learned)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            offset = self.restored_resume.get(tp.topic, {}).get(str(tp.partition))
+            if offset is not None:
+                tp.offset = offset
+        consumer.assign(partitions)
+        log.info(
+            "assigned %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions),
+        )
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _handle(self, msg: Message, now: float) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error: %s", err.str())
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        self.positions[(topic, partition)] = offset + 1
+        if topic == self.topics.scores:
+            joined = self._score(msg, now)
+        else:
+            joined = self._label(msg, now)
+        if joined is not None:
+            self._learn(joined)
+
+    def _score(self, msg: Message, now: float) -> Joined | None:
+        raw = msg.value() or b""
+        try:
+            tid = orjson.loads(raw)["transaction_id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.metrics.dlq.labels(msg.topic(), "invalid_score").inc()
+            return None
+        if not isinstance(tid, str):
+            self.metrics.dlq.labels(msg.topic(), "invalid_score").inc()
+            return None
+        return self.joiner.add_score(tid, raw, now, msg.partition(), msg.offset())
+
+    def _label(self, msg: Message, now: float) -> Joined | None:
+        try:
+            label = decode_label(msg.value())
+        except DecodeError as exc:
+            send_to_dlq(self.producer, self.topics.labels_dlq, msg, exc.reason, exc.detail)
+            self.metrics.dlq.labels(msg.topic(), exc.reason).inc()
+            return None
+        self.metrics.labels.labels(str(label.is_fraud).lower()).inc()
+        return self.joiner.add_label(
+            label.transaction_id, label.is_fraud, now, msg.partition(), msg.offset()
+        )
+
+    def _already_learned(self, joined: Joined) -> bool:
+        """Both halves were read before the snapshot we resumed from: learned back then."""
+        s_part, s_off = joined.score_at
+        l_part, l_off = joined.label_at
+        done = self.restored_processed
+        return s_off < done.get(self.topics.scores, {}).get(str(s_part), -1) and l_off < done.get(
+            self.topics.labels, {}
+        ).get(str(l_part), -1)
+
+    def _learn(self, joined: Joined) -> None:
+        if self._already_learned(joined):
+            return
+        try:
+            features = orjson.loads(joined.score_raw)["features"]
+            if not isinstance(features, dict):
+                raise TypeError("features is not an object")
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.metrics.dlq.labels(self.topics.scores, "invalid_score").inc()
+            return
+        y = joined.is_fraud
+        # Progressive validation: evaluate the current model on the label before learning it.
+        self.quality.update(y, predict_one(self.pipeline, features))
+        weight = self.settings.model.fraud_weight if y else 1.0
+        self.pipeline.learn_one(features, y, w=weight)
+        self.labels_learned += 1
+        self._since_snapshot += 1
+        self.metrics.labels_learned.inc()
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> None:
+        now = time.monotonic()
+        due = self._since_snapshot >= self.cfg.snapshot_every_labels or (
+            self._since_snapshot > 0 and now - self._last_snapshot >= self.cfg.snapshot_every_s
+        )
+        self.joiner.expire(time.time())
+        self._update_gauges()
+        if due:
+            self.snapshot()
+
+    def _offsets(self) -> tuple[Offsets, Offsets]:
+        processed: Offsets = {}
+        for (topic, partition), pos in self.positions.items():
+            processed.setdefault(topic, {})[str(partition)] = pos
+        # Resume where the oldest still-unjoined record sits, so the buffer is rebuilt.
+        resume: Offsets = {t: dict(p) for t, p in processed.items()}
+        for topic, buffer in (
+            (self.topics.scores, self.joiner.scores),
+            (self.topics.labels, self.joiner.labels),
+        ):
+            for partition, offset in buffer.min_offsets().items():
+                parts = resume.setdefault(topic, {})
+                key = str(partition)
+                parts[key] = min(parts.get(key, offset), offset)
+        # Partitions not read since the restart keep the offsets they resumed from.
+        for source in (self.restored_resume,):
+            for topic, parts in source.items():
+                for key, offset in parts.items():
+                    resume.setdefault(topic, {}).setdefault(key, offset)
+        for topic, parts in self.restored_processed.items():
+            for key, offset in parts.items():
+                processed.setdefault(topic, {}).setdefault(key, offset)
+        return resume, processed
+
+    def snapshot(self, final: bool = False) -> None:
+        if self._since_snapshot == 0 and not final:
+            return
+        quality = self.quality.as_dict()
+        if self._since_snapshot > 0:
+            resume, processed = self._offsets()
+            self.version += 1
+            snap = make_snapshot(
+                self.pipeline,
+                self.settings.model.name,
+                self.version,
+                self.labels_learned,
+                resume,
+                processed,
+                quality,
+            )
+            self.producer.produce(
+                self.topics.model_updates,
+                encode_snapshot(snap),
+                self.settings.model.name.encode(),
+            )
+            self.producer.flush(30)
+            self._commit(resume)
+            self.metrics.snapshots.inc()
+            self.metrics.model_version.set(self.version)
+            self._since_snapshot = 0
+            self._last_snapshot = time.monotonic()
+            log.info(
+                "snapshot v%d published (%d labels learned, auc=%s)",
+                self.version,
+                self.labels_learned,
+                f"{quality['roc_auc']:.3f}" if "roc_auc" in quality else "n/a",
+            )
+            self._last = snap
+        snap = self._last
+        if self.mlflow is not None and snap is not None:
+            now = time.monotonic()
+            with_model = final or now - self._last_mlflow >= self.settings.trainer.mlflow_every_s
+            self.mlflow.submit(snap, self.pipeline, with_model)
+            if with_model:
+                self._last_mlflow = now
+
+    def _commit(self, resume: Offsets) -> None:
+        offsets = [
+            TopicPartition(topic, int(p), off)
+            for topic, parts in resume.items()
+            for p, off in parts.items()
+        ]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except Exception as exc:  # noqa: BLE001  committed offsets only inform lag; the snapshot rules
+            log.warning("offset commit failed: %s", exc)
+
+    def _update_gauges(self) -> None:
+        q = self.quality.as_dict()
+        if "roc_auc" in q:
+            self.metrics.model_roc_auc.set(q["roc_auc"])
+        if "precision" in q:
+            self.metrics.model_precision.set(q["precision"])
+        if "recall" in q:
+            self.metrics.model_recall.set(q["recall"])
+        self.metrics.join_pending.labels("score").set(len(self.joiner.scores))
+        self.metrics.join_pending.labels("label").set(len(self.joiner.labels))
+        for side, buffer in (("score", self.joiner.scores), ("label", self.joiner.labels)):
+            for cause, total in (
+                ("full", buffer.evicted_full),
+                ("expired", buffer.evicted_expired),
+            ):
+                seen = self._evictions_reported.get((side, cause), 0)
+                if total > seen:
+                    self.metrics.join_evicted.labels(side, cause).inc(total - seen)
+                    self._evictions_reported[(side, cause)] = total
