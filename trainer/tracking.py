@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 
 from infra.config import Settings
 from schemas.snapshot import Snapshot
-from scorer.features import DENSE_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +102,12 @@ class MlflowLogger:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "pipeline.pkl"
             path.write_bytes(pickle.dumps(pipeline))
-            example = pd.DataFrame([{name: 0.0 for name in DENSE_FEATURES}])
+            # No signature: the model takes feature vectors or raw transactions (see pyfunc.py).
             mlflow.pyfunc.log_model(
                 name="model",
                 python_model=FraudModel(),
                 artifacts={"pipeline": str(path)},
                 pip_requirements=_pip_requirements(),
-                input_example=example,
                 metadata={"fraudstream_version": snapshot.version, "labels_learned": step},
             )
         self.logged_versions += 1
