@@ -59,7 +59,7 @@ def test_every_transaction_scored_labels_learned_and_new_model_served(
         snapshots = read_topic(settings, settings.topics.model_updates, lambda m: len(m) > 0)
         assert snapshots, "no model snapshot published"
 
-        second = run_producer(
+        run_producer(
             settings,
             ProduceOptions(rate=5000, count=n_second, seed=8, label_delay_s=0.0),
             Metrics(),

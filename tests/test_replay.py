@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,15 @@ from infra.broker import EmbeddedBroker
 from infra.config import Settings, load_settings
 from producer.replay import ReplayError, ReplayReport, count_lines, read_label_rows, replay_labels
 from schemas import Label, encode
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings come only from the test: no FRAUDSTREAM_* environment, no ./params.yaml."""
+    for key in list(os.environ):
+        if key.startswith("FRAUDSTREAM_") and not key.startswith("FRAUDSTREAM_TEST_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
