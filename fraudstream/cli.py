@@ -321,10 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from infra.broker import BrokerError
     from infra.kafka import BrokerUnreachable
+    from producer.replay import ReplayError
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UsageError, BrokerError, BrokerUnreachable) as exc:
+    except (ConfigError, UsageError, BrokerError, BrokerUnreachable, ReplayError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         return 130

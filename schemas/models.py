@@ -18,7 +18,7 @@ class Transaction(BaseModel):
 
     transaction_id: str = Field(min_length=1)
     card_id: str = Field(min_length=1)
-    amount: float = Field(ge=0.0, le=MAX_AMOUNT)
+    amount: float = Field(ge=0.0, le=MAX_AMOUNT, strict=True)
     merchant_category: str = Field(min_length=1)
     timestamp: AwareDatetime
     currency: str | None = None
@@ -56,6 +56,6 @@ class Label(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=256)
 
     transaction_id: str = Field(min_length=1)
-    is_fraud: bool
+    is_fraud: bool = Field(strict=True)
     labeled_at: AwareDatetime | None = None
     source: str | None = None

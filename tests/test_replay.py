@@ -74,7 +74,7 @@ def test_jsonl_rows_good_and_bad_with_exact_line_numbers(tmp_path: Path) -> None
     assert errors(path) == [
         (3, "line 3: not_json: Invalid JSON: key must be a string at line 1 column 2"),
         (4, "line 4: is_fraud: Field required"),
-        (5, "line 5: is_fraud: Input should be a valid boolean, unable to interpret input"),
+        (5, "line 5: is_fraud: Input should be a valid boolean"),
         (7, "line 7: not_object: JSON value is not an object"),
         (9, "line 9: labeled_at: Input should have timezone info"),
         (10, "line 10: transaction_id: Field required"),
