@@ -270,6 +270,8 @@ def cmd_replay_labels(args: argparse.Namespace) -> int:
     from producer.replay import replay_labels
 
     settings = _settings(args)
+    if not args.file.is_file():
+        raise UsageError(f"label file {args.file} does not exist")
     check_reachable(settings)
     report = replay_labels(args.file, settings, rate=args.rate, progress=not args.no_progress)
     for line, error in report.rejected:

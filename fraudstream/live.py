@@ -47,7 +47,8 @@ class Scrape:
 class Scraper:
     def __init__(self, ports: dict[str, int]) -> None:
         self.ports = ports
-        self.last: Scrape | None = None
+        # Last samples of each process, kept after it exits so the summary can use them.
+        self.latest: dict[str, dict[str, list[tuple[dict[str, str], float]]]] = {}
 
     def scrape(self) -> Scrape:
         result = Scrape(time.monotonic())
@@ -58,12 +59,15 @@ class Scraper:
                 ) as resp:
                     text = resp.read().decode()
             except OSError:
+                if name in self.latest:
+                    result.samples[name] = self.latest[name]
                 continue
             per: dict[str, list[tuple[dict[str, str], float]]] = {}
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
                     per.setdefault(sample.name, []).append((sample.labels, sample.value))
             result.samples[name] = per
+            self.latest[name] = per
         return result
 
 
@@ -148,11 +152,12 @@ class LiveView:
         t.add_column("now", justify="right")
         t.add_column("total", justify="right")
         scored = "fraudstream_transactions_scored_total"
+        produced = "fraudstream_transactions_produced_total"
         rows = [
             (
                 "produced",
-                f"{_rate(s, self._prev, 'producer', 'fraudstream_transactions_produced_total'):.0f}/s",
-                f"{s.total('producer', 'fraudstream_transactions_produced_total'):.0f}",
+                f"{_rate(s, self._prev, 'producer', produced):.0f}/s",
+                f"{s.total('producer', produced):.0f}",
             ),
             (
                 "scored",
@@ -238,7 +243,8 @@ class Summary:
         if self.mlflow_run:
             lines += [
                 f"  mlflow run             {self.mlflow_run}  ({self.mlflow_uri})",
-                f"  load the model:        mlflow.pyfunc.load_model('runs:/{self.mlflow_run}/model')",
+                "  load the model:        "
+                f"mlflow.pyfunc.load_model('runs:/{self.mlflow_run}/model')",
             ]
         return "\n".join(lines)
 

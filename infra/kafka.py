@@ -79,15 +79,26 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
 
 
 def parse_lag(stats_json: str, group: str, on_lag: LagCallback) -> None:
-    """Report per-partition consumer lag from librdkafka statistics (correct on Tansu too)."""
+    """Report per-partition consumer lag from librdkafka statistics (correct on Tansu too).
+
+    Lag is the high watermark minus the consumer's position (records not yet processed);
+    librdkafka's own `consumer_lag` counts from the committed offset, which a trainer keeps
+    behind on purpose (see trainer/run.py), so it is only the fallback.
+    """
     stats = orjson.loads(stats_json)
     for topic, tstats in stats.get("topics", {}).items():
         for pid, pstats in tstats.get("partitions", {}).items():
             partition = int(pid)
-            lag = pstats.get("consumer_lag", -1)
-            if partition < 0 or lag < 0:
+            if partition < 0:
                 continue
-            on_lag(group, topic, partition, lag)
+            high = pstats.get("hi_offset", -1)
+            position = pstats.get("app_offset", -1)
+            if high >= 0 and position >= 0:
+                lag = max(high - position, 0)
+            else:
+                lag = pstats.get("consumer_lag", -1)
+            if lag >= 0:
+                on_lag(group, topic, partition, lag)
 
 
 def make_producer(settings: Settings, name: str, **overrides: Any) -> Producer:
