@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_port(train, "default: $FRAUDSTREAM_METRICS_PORT, else 9102")
     train.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
+    bench = sub.add_parser("bench", help="scorer throughput vs a plain passthrough (ceiling)")
+    _common(bench)
+    bench.add_argument("--records", type=_positive(int), default=200_000)
+    bench.add_argument("--rounds", type=_positive(int), default=3)
+    bench.add_argument("--partitions", type=_positive(int), default=4)
+    bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+
     replay = sub.add_parser("replay-labels", help="publish labels from a CSV or JSONL file")
     _common(replay)
     replay.add_argument("file", type=Path, metavar="FILE")
@@ -280,6 +287,27 @@ def cmd_replay_labels(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fraudstream.bench import run_bench
+    from infra.broker import EmbeddedBroker
+    from infra.kafka import check_reachable
+
+    settings = _settings(args)
+    broker = None
+    if settings.embedded:
+        broker = EmbeddedBroker()
+        broker.start()
+        settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
+    try:
+        check_reachable(settings)
+        result = run_bench(settings, args.records, args.rounds, args.partitions, args.json)
+    finally:
+        if broker is not None:
+            broker.stop()
+    print(result.render())
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from fraudstream.up import UpOptions, run_up
 
@@ -306,6 +334,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "score": cmd_score,
     "train": cmd_train,
     "replay-labels": cmd_replay_labels,
+    "bench": cmd_bench,
 }
 
 
