@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
@@ -48,11 +47,41 @@ VELOCITY_TAU_S = 3600.0
 MAX_CATEGORY_VALUES = 100
 
 
-class CardState(NamedTuple):
-    last_ts: float
-    last_amount: float
-    velocity: float
-    country: str | None
+# Per-card state: (last event time, last amount, decayed velocity, last known country).
+# A plain tuple: the smallest per-card footprint Python offers without an array store.
+CardState = tuple[float, float, float, str | None]
+
+
+def _assemble(
+    amounts: list[float],
+    stamps: list[float],
+    gaps: list[float],
+    prev_amounts: list[float],
+    velocities: list[float],
+    changed: list[float],
+) -> np.ndarray:
+    n = len(amounts)
+    out = np.empty((n, len(DENSE_FEATURES)), dtype=np.float64)
+    if n == 0:
+        return out
+    amount = np.asarray(amounts)
+    ts = np.asarray(stamps)
+    gap = np.asarray(gaps)
+    first = gap < 0
+    days = np.floor(ts / 86400.0)
+    hour = np.floor((ts - days * 86400.0) / 3600.0)
+    log_amount = np.log1p(amount)
+    out[:, 0] = amount
+    out[:, 1] = log_amount
+    out[:, 2] = hour
+    out[:, 3] = (days + 3.0) % 7.0  # 1970-01-01 was a Thursday; Monday = 0
+    out[:, 4] = hour < 6.0
+    out[:, 5] = np.log1p(np.where(first, FIRST_SEEN_GAP_S, np.minimum(gap, FIRST_SEEN_GAP_S)))
+    out[:, 6] = first
+    out[:, 7] = log_amount - np.log1p(np.asarray(prev_amounts))
+    out[:, 8] = velocities
+    out[:, 9] = changed
+    return out
 
 
 @dataclass(slots=True)
@@ -90,9 +119,7 @@ class Vocabulary:
     limit: int = MAX_CATEGORY_VALUES
     keys: dict[str, str] = field(default_factory=dict)
 
-    def key(self, value: str | None) -> str | None:
-        if value is None:
-            return None
+    def key(self, value: str) -> str:
         k = self.keys.get(value)
         if k is None:
             k = f"{self.prefix}={value}" if len(self.keys) < self.limit else f"{self.prefix}=other"
@@ -118,9 +145,17 @@ class CardStore:
     def put(self, card_id: str, state: CardState) -> None:
         # Re-inserting keeps dict order = recency order, so eviction takes the oldest.
         self.cards[card_id] = state
-        if len(self.cards) > self.max_cards:
-            del self.cards[next(iter(self.cards))]
-            self.evicted += 1
+        self.trim()
+
+    def trim(self) -> None:
+        """Evict least recently seen cards down to the bound (called once per batch)."""
+        excess = len(self.cards) - self.max_cards
+        if excess <= 0:
+            return
+        cards = self.cards
+        for key in [k for k, _ in zip(cards, range(excess), strict=False)]:
+            del cards[key]
+        self.evicted += excess
 
 
 class FeatureBuilder:
@@ -138,59 +173,62 @@ class FeatureBuilder:
         self.channels = channels or Vocabulary("channel")
 
     def build(self, transactions: Iterable[Transaction]) -> FeatureBatch:
-        rows: list[tuple[float, ...]] = []
+        # The per-record loop does only what needs per-card state; everything that is a pure
+        # function of a column (logs, calendar fields) is computed on whole arrays after it.
+        amounts: list[float] = []
+        stamps: list[float] = []
+        gaps: list[float] = []
+        prev_amounts: list[float] = []
+        velocities: list[float] = []
+        changed: list[float] = []
         sparse: list[tuple[str, ...]] = []
-        pop, put = self.store.pop, self.store.put
+        cards = self.store.cards
+        pop = cards.pop
+        cat_keys, chan_keys = self.categories.keys, self.channels.keys
         cat_key, chan_key = self.categories.key, self.channels.key
-        log1p, exp = math.log1p, math.exp
+        exp = math.exp
         for tx in transactions:
-            ts_dt = tx.timestamp
-            ts = ts_dt.timestamp()
-            utc = ts_dt.utctimetuple()
-            hour = utc.tm_hour
+            ts = tx.timestamp.timestamp()
             amount = tx.amount
-            log_amount = log1p(amount)
-            prev = pop(tx.card_id)
+            country = tx.country
+            prev = pop(tx.card_id, None)
             if prev is None:
-                gap, first, ratio, velocity, changed = FIRST_SEEN_GAP_S, 1.0, 0.0, 1.0, 0.0
-                country = tx.country
+                gaps.append(-1.0)  # marks a first sighting
+                prev_amounts.append(amount)
+                velocity = 1.0
+                changed.append(0.0)
+                cards[tx.card_id] = (ts, amount, velocity, country)
             else:
+                last_ts, last_amount, last_velocity, last_country = prev
                 # Out-of-order events give a negative gap: treat them as simultaneous.
-                gap = max(ts - prev.last_ts, 0.0)
-                first = 0.0
-                ratio = log_amount - log1p(prev.last_amount)
-                velocity = prev.velocity * exp(-gap / VELOCITY_TAU_S) + 1.0
-                country = tx.country or prev.country
-                changed = (
+                gap = ts - last_ts if ts > last_ts else 0.0
+                gaps.append(gap)
+                prev_amounts.append(last_amount)
+                velocity = last_velocity * exp(-gap / VELOCITY_TAU_S) + 1.0
+                changed.append(
                     1.0
-                    if tx.country is not None
-                    and prev.country is not None
-                    and tx.country != prev.country
+                    if country is not None and last_country is not None and country != last_country
                     else 0.0
                 )
-            last_ts = max(ts, prev.last_ts) if prev is not None else ts
-            put(tx.card_id, CardState(last_ts, amount, velocity, country))
-            rows.append(
-                (
+                cards[tx.card_id] = (
+                    ts if ts > last_ts else last_ts,
                     amount,
-                    log_amount,
-                    float(hour),
-                    float(utc.tm_wday),
-                    1.0 if hour < 6 else 0.0,
-                    log1p(min(gap, FIRST_SEEN_GAP_S)),
-                    first,
-                    ratio,
                     velocity,
-                    changed,
+                    country or last_country,
                 )
-            )
-            keys = [cat_key(tx.merchant_category)]
-            ch = chan_key(tx.channel)
-            if ch is not None:
-                keys.append(ch)
-            sparse.append(tuple(k for k in keys if k is not None))
-        dense = np.array(rows, dtype=np.float64).reshape(len(rows), len(DENSE_FEATURES))
-        return FeatureBatch(dense, sparse)
+            amounts.append(amount)
+            stamps.append(ts)
+            velocities.append(velocity)
+            cat = cat_keys.get(tx.merchant_category) or cat_key(tx.merchant_category)
+            channel = tx.channel
+            if channel is None:
+                sparse.append((cat,))
+            else:
+                sparse.append((cat, chan_keys.get(channel) or chan_key(channel)))
+        self.store.trim()
+        return FeatureBatch(
+            _assemble(amounts, stamps, gaps, prev_amounts, velocities, changed), sparse
+        )
 
     def forget(self) -> None:
         """Drop all per-card state (e.g. when this instance's partitions are revoked)."""
