@@ -24,7 +24,7 @@ from infra.metrics import Metrics
 from infra.model_updates import ModelWatcher
 from schemas import DecodeError, Transaction, decode_transaction
 from schemas.snapshot import Snapshot
-from scorer.features import FeatureBatch, FeatureBuilder, Vocabulary
+from scorer.features import DENSE_FEATURES, FeatureBatch, FeatureBuilder, Vocabulary
 from scorer.model import CompiledModel, build_pipeline
 from scorer.offsets import OffsetTracker
 
@@ -193,10 +193,21 @@ class Scorer:
         flags = probs >= threshold
         event_ts = np.empty(len(items))
         dumps = orjson.dumps
-        for i, ((msg, tx), features, p, flag) in enumerate(
-            zip(items, batch.dicts(), probs.tolist(), flags.tolist(), strict=True)
+        names = DENSE_FEATURES
+        for i, ((msg, tx), row, keys, p, flag) in enumerate(
+            zip(
+                items,
+                batch.dense.tolist(),
+                batch.sparse,
+                probs.tolist(),
+                flags.tolist(),
+                strict=True,
+            )
         ):
             event_ts[i] = tx.timestamp.timestamp()
+            features = dict(zip(names, row, strict=True))
+            for key in keys:
+                features[key] = 1.0
             value = dumps(
                 {
                     "transaction_id": tx.transaction_id,
