@@ -236,12 +236,14 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from infra.kafka import check_reachable
+    from infra.kafka import check_reachable, check_topics
     from infra.metrics import Metrics
     from scorer.run import Scorer
 
     settings = _settings(args)
     check_reachable(settings)
+    t = settings.topics
+    check_topics(settings, [t.transactions, t.scores, t.transactions_dlq, t.model_updates])
     metrics = Metrics()
     _serve_metrics(metrics, settings.metrics_port if settings.metrics_port is not None else 9101)
     scorer = Scorer(settings, metrics)
@@ -251,13 +253,15 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from infra.kafka import check_reachable
+    from infra.kafka import check_reachable, check_topics
     from infra.metrics import Metrics
     from trainer.run import Trainer
     from trainer.tracking import MlflowLogger
 
     settings = _settings(args)
     check_reachable(settings)
+    t = settings.topics
+    check_topics(settings, [t.scores, t.labels, t.labels_dlq, t.model_updates])
     metrics = Metrics()
     _serve_metrics(metrics, settings.metrics_port if settings.metrics_port is not None else 9102)
     params = {
@@ -351,12 +355,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from infra.broker import BrokerError
-    from infra.kafka import BrokerUnreachable
+    from infra.kafka import BrokerUnreachable, MissingTopics
     from producer.replay import ReplayError
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, UsageError, BrokerError, BrokerUnreachable, ReplayError) as exc:
+    except (
+        ConfigError,
+        UsageError,
+        BrokerError,
+        BrokerUnreachable,
+        MissingTopics,
+        ReplayError,
+    ) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         return 130

@@ -139,3 +139,18 @@ def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
                 raise BrokerUnreachable(
                     f"no Kafka broker reachable at {settings.bootstrap}{hint}"
                 ) from None
+
+
+class MissingTopics(RuntimeError):
+    """Topics a process needs do not exist (subscribing would silently wait for minutes)."""
+
+
+def check_topics(settings: Settings, names: list[str], timeout_s: float = 10.0) -> None:
+    admin = AdminClient({**common_config(settings), "log_level": 0})
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    missing = [n for n in names if n not in existing]
+    if missing:
+        raise MissingTopics(
+            f"topic {', '.join(missing)} does not exist on {settings.bootstrap}: "
+            "create the topics first with `fraudstream topics create`"
+        )
