@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     fetch_wait_max_ms: int = Field(10, ge=0)
     linger_ms: float = Field(5.0, ge=0)
     compression: str = "lz4"
+    # See infra/kafka.py: recommended on a real cluster, where broker state survives restarts.
+    idempotence: bool = False
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "fraudstream"
     metrics_port: int | None = Field(None, ge=0, le=65535)

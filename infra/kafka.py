@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,15 +44,41 @@ class ErrorLogger:
             self._seen.clear()
 
 
+class _Deduplicate(logging.Filter):
+    """Pass each distinct librdkafka message (numbers ignored) once a minute at most:
+    a broker outage must not print a line per reconnect attempt."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every_s) < self.every_s:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+librdkafka_log = logging.getLogger("librdkafka")
+librdkafka_log.addFilter(_Deduplicate())
+
+
 def common_config(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap, **settings.kafka}
+    return {"bootstrap.servers": settings.bootstrap, "logger": librdkafka_log, **settings.kafka}
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
         **common_config(settings),
-        # Idempotence: retries after a broker hiccup cannot duplicate or reorder a partition.
-        "enable.idempotence": True,
+        # Idempotence stops retries from duplicating or reordering a partition, but an
+        # idempotent producer stays stuck forever once a broker loses its producer state (a
+        # memory-backed broker restart): off by default, on with settings.idempotence.
+        "enable.idempotence": settings.idempotence,
         "acks": "all",
         "linger.ms": settings.linger_ms,
         "compression.type": settings.compression,

@@ -24,6 +24,8 @@ def _snapshot_consumer(settings: Settings) -> Consumer:
         "group.id": f"fraudstream-model-reader-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
+        # A topic recreated after a broker loss starts at offset 0 again: read it all.
+        "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": 50,
         "fetch.message.max.bytes": 64 * 1024 * 1024,
         "error_cb": ErrorLogger("model-updates reader"),

@@ -230,8 +230,26 @@ class Trainer:
                 processed.setdefault(topic, {}).setdefault(key, offset)
         return resume, processed
 
+    def _catching_up(self) -> bool:
+        """Still re-reading records that the snapshot we resumed from had processed.
+
+        A snapshot now would record processed offsets below the restored ones, and after
+        another restart pairs learned before the first one would count as new: learned twice.
+        """
+        for topic, parts in self.restored_processed.items():
+            for key, done in parts.items():
+                start = self.restored_resume.get(topic, {}).get(key, done)
+                if self.positions.get((topic, int(key)), start) < done:
+                    return True
+        return False
+
     def snapshot(self, final: bool = False) -> None:
         if self._since_snapshot == 0 and not final:
+            return
+        if self._catching_up():
+            # The restored snapshot stays the latest; a restart repeats the catch-up.
+            if final:
+                log.info("still re-reading after the restart: no final snapshot")
             return
         quality = self.quality.as_dict()
         if self._since_snapshot > 0:
@@ -246,23 +264,16 @@ class Trainer:
                 processed,
                 quality,
             )
+            # Not waited for: learning goes on while the broker acknowledges (or is down).
             self.producer.produce(
                 self.topics.model_updates,
                 encode_snapshot(snap),
                 self.settings.model.name.encode(),
+                on_delivery=lambda err, _msg, snap=snap: self._published(err, snap),
             )
-            self.producer.flush(30)
-            self._commit(resume)
-            self.metrics.snapshots.inc()
             self.metrics.model_version.set(self.version)
             self._since_snapshot = 0
             self._last_snapshot = time.monotonic()
-            log.info(
-                "snapshot v%d published (%d labels learned, auc=%s)",
-                self.version,
-                self.labels_learned,
-                f"{quality['roc_auc']:.3f}" if "roc_auc" in quality else "n/a",
-            )
             self._last = snap
         snap = self._last
         if self.mlflow is not None and snap is not None:
@@ -271,6 +282,22 @@ class Trainer:
             self.mlflow.submit(snap, self.pipeline, with_model)
             if with_model:
                 self._last_mlflow = now
+
+    def _published(self, err: KafkaError | None, snap: Snapshot) -> None:
+        if err is not None:
+            # A later snapshot supersedes this one: nothing to retry.
+            log.warning("snapshot v%d not published: %s", snap.version, err.str())
+            return
+        # Offsets are committed only once the snapshot that covers them is stored.
+        self._commit(snap.resume_offsets)
+        self.metrics.snapshots.inc()
+        auc = snap.metrics.get("roc_auc")
+        log.info(
+            "snapshot v%d published (%d labels learned, auc=%s)",
+            snap.version,
+            snap.labels_learned,
+            f"{auc:.3f}" if auc is not None else "n/a",
+        )
 
     def _commit(self, resume: Offsets) -> None:
         offsets = [

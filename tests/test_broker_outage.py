@@ -1,0 +1,82 @@
+"""The broker stops and starts again under load: producer, scorer and trainer survive,
+reconnect and carry on. (A memory-backed broker loses its data; the processes must not.)"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import orjson
+import pytest
+
+from infra.broker import EmbeddedBroker
+from infra.config import load_settings
+from infra.topics import create_topics
+from tests.conftest import settings_env
+from tests.kafka_helpers import fraudstream_process, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def test_processes_survive_a_broker_restart(tmp_path, monkeypatch) -> None:
+    for key in [k for k in __import__("os").environ if k.startswith("FRAUDSTREAM_")]:
+        monkeypatch.delenv(key)
+    broker = EmbeddedBroker()
+    broker.start()
+    settings = load_settings(
+        bootstrap_servers=broker.bootstrap,
+        partitions=2,
+        mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        trainer={"snapshot_every_s": 1.0},
+    )
+    create_topics(settings)
+    env = settings_env(settings)
+    logs = {n: tmp_path / f"{n}.log" for n in ("score", "train", "produce")}
+    try:
+        with (
+            fraudstream_process(
+                ["train", "--no-mlflow", "--metrics-port", "0"], env, logs["train"]
+            ) as train,
+            fraudstream_process(["score", "--metrics-port", "0"], env, logs["score"]) as score,
+            fraudstream_process(
+                ["produce", "--rate", "200", "--duration", "60", "--label-delay", "0.5"],
+                env,
+                logs["produce"],
+            ) as produce,
+        ):
+            first = read_topic(settings, settings.topics.scores, lambda m: len(m) >= 200, 60)
+            assert len(first) >= 200, "nothing scored before the outage"
+
+            broker.stop()
+            time.sleep(6)
+            broker.start()
+            # Memory storage: the topics are gone with the old broker; an operator recreates them.
+            create_topics(settings)
+
+            # New transactions produced after the restart are scored, and labels learned again.
+            after = read_topic(
+                settings,
+                settings.topics.scores,
+                lambda m: (
+                    len(m) >= 200 and any(orjson.loads(x.value())["model_version"] >= 1 for x in m)
+                ),
+                90,
+            )
+            snapshots = read_topic(
+                settings, settings.topics.model_updates, lambda m: len(m) >= 1, 60
+            )
+            for name, proc in (("train", train), ("score", score), ("produce", produce)):
+                assert proc.poll() is None, f"{name} died:\n{logs[name].read_text()[-3000:]}"
+        assert len(after) >= 200, "the scorer did not carry on after the restart"
+        assert snapshots, "the trainer did not publish after the restart"
+        assert max(orjson.loads(m.value())["model_version"] for m in after) >= 1
+        for name, path in logs.items():
+            text = path.read_text()
+            assert "Traceback" not in text, f"{name}:\n{text[-3000:]}"
+            # Connection errors are logged once per condition, not once per message.
+            refused = len(
+                re.findall(r"(?i)connection refused|transport failure|disconnected", text)
+            )
+            assert refused < 20, f"{name} logged {refused} connection errors"
+    finally:
+        broker.stop()
