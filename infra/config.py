@@ -47,7 +47,8 @@ class ScorerSettings(BaseModel):
     threshold: float = Field(0.5, ge=0, le=1)
     # Scores produced but not yet acknowledged; above this the scorer stops consuming.
     max_in_flight: int = Field(100_000, ge=1)
-    max_cards: int = Field(2_000_000, ge=1)
+    # Per partition owned; the least recently seen card's state is dropped beyond it.
+    max_cards: int = Field(1_000_000, ge=1)
 
 
 class TrainerSettings(BaseModel):

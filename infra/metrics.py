@@ -155,6 +155,11 @@ class Metrics:
         self.cards_tracked = Gauge(
             "fraudstream_cards_tracked", "Cards with per-card feature state", registry=r
         )
+        self.cards_evicted = Counter(
+            "fraudstream_cards_evicted_total",
+            "Per-card states dropped to keep within scorer.max_cards (least recently seen)",
+            registry=r,
+        )
         self.fraud_rate_window = RollingRate(fraud_window_s)
         self.fraud_rate = Gauge(
             "fraudstream_fraud_rate",

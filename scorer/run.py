@@ -51,6 +51,9 @@ class Scorer:
         self.channels = Vocabulary("channel")
         self.tracker = OffsetTracker()
         self.scored = 0
+        # Evictions of stores already dropped (revoked partitions) stay counted.
+        self._evicted_dropped = 0
+        self._evicted_reported = 0
         self._stop = threading.Event()
         self.producer: Producer = make_producer(settings, "scorer producer")
         self.consumer: Consumer = make_consumer(
@@ -128,14 +131,18 @@ class Scorer:
         # Finish what was consumed from these partitions before another member takes them.
         self.producer.flush(30)
         self._commit_ready(asynchronous=False)
-        for tp in partitions:
-            self.builders.pop(tp.partition, None)
+        self._drop(partitions)
         log.info("revoked %s", _describe(partitions))
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.builders.pop(tp.partition, None)
+        self._drop(partitions)
         log.warning("lost %s", _describe(partitions))
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            builder = self.builders.pop(tp.partition, None)
+            if builder is not None:
+                self._evicted_dropped += builder.store.evicted
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -174,7 +181,15 @@ class Scorer:
                 )
             batch = builder.build(tx for _, tx in items)
             self._emit(items, batch, serving.compiled.predict_proba(batch), serving, on_delivery)
-        self.metrics.cards_tracked.set(sum(len(b.store) for b in self.builders.values()))
+        self._update_card_metrics()
+
+    def _update_card_metrics(self) -> None:
+        stores = [b.store for b in self.builders.values()]
+        self.metrics.cards_tracked.set(sum(len(s) for s in stores))
+        evicted = sum(s.evicted for s in stores) + self._evicted_dropped
+        if evicted > self._evicted_reported:
+            self.metrics.cards_evicted.inc(evicted - self._evicted_reported)
+            self._evicted_reported = evicted
 
     def _emit(
         self,
