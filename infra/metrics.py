@@ -125,6 +125,12 @@ class Metrics:
             ["side", "cause"],
             registry=r,
         )
+        self.join_ignored = Counter(
+            "fraudstream_join_ignored_total",
+            "Scores or labels ignored: repeats of a joined transaction, or contradicting labels",
+            ["side", "cause"],
+            registry=r,
+        )
         self.join_pending = Gauge(
             "fraudstream_join_pending",
             "Scores or labels waiting in the trainer's join buffer",

@@ -20,3 +20,19 @@ def test_buffer_is_bounded_by_size_and_time() -> None:
     assert j.scores.min_offsets() == {0: 1}
     j.expire(12.5)  # both remaining arrived at 1.0 and 2.0
     assert len(j.scores) == 0 and j.scores.evicted_expired == 2
+
+
+def test_each_transaction_is_joined_once_and_conflicts_are_counted() -> None:
+    j = Joiner(max_size=10, ttl_s=100)
+    j.add_score("a", b"{}", 0.0, 0, 1)
+    assert j.add_label("a", True, 1.0, 0, 1) is not None
+    assert j.add_score("a", b"{}", 2.0, 0, 2) is None  # re-scored after a scorer crash
+    assert j.add_label("a", True, 3.0, 0, 2) is None  # the same label again
+    assert j.add_label("a", False, 4.0, 0, 3) is None  # a contradicting label
+    assert (j.duplicate_scores, j.duplicate_labels, j.conflicting_labels) == (1, 1, 1)
+    assert len(j.scores) == len(j.labels) == 0
+    # Two contradicting labels before any score: the first stands.
+    j.add_label("b", True, 5.0, 0, 4)
+    j.add_label("b", False, 6.0, 0, 5)
+    joined = j.add_score("b", b"{}", 7.0, 0, 6)
+    assert joined is not None and joined.is_fraud is True and j.conflicting_labels == 2

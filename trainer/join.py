@@ -71,15 +71,35 @@ class Joined:
 
 
 class Joiner:
-    """Pairs each label with the Score that carried the serving-time features."""
+    """Pairs each label with the Score that carried the serving-time features.
+
+    A transaction is joined once: a repeated score (a scorer re-scoring after a crash) or a
+    repeated label for a transaction already joined is ignored and counted, and a label that
+    contradicts the one already learned is counted as a conflict (the first label stands).
+    """
 
     def __init__(self, max_size: int, ttl_s: float) -> None:
         self.scores: BoundedBuffer[bytes] = BoundedBuffer(max_size, ttl_s)
         self.labels: BoundedBuffer[bool] = BoundedBuffer(max_size, ttl_s)
+        # Recently joined transactions and their label, bounded like the buffers.
+        self.joined: OrderedDict[str, bool] = OrderedDict()
+        self.max_joined = max_size
+        self.duplicate_scores = 0
+        self.duplicate_labels = 0
+        self.conflicting_labels = 0
+
+    def _remember(self, joined: Joined) -> Joined:
+        self.joined[joined.transaction_id] = joined.is_fraud
+        if len(self.joined) > self.max_joined:
+            self.joined.popitem(last=False)
+        return joined
 
     def add_score(
         self, tid: str, raw: bytes, now: float, partition: int, offset: int
     ) -> Joined | None:
+        if tid in self.joined:
+            self.duplicate_scores += 1
+            return None
         label = self.labels.pop(tid)
         if label is None:
             self.scores.put(tid, Pending(raw, now, partition, offset))
@@ -96,12 +116,25 @@ class Joiner:
     def add_label(
         self, tid: str, is_fraud: bool, now: float, partition: int, offset: int
     ) -> Joined | None:
+        learned = self.joined.get(tid)
+        if learned is not None:
+            if learned == is_fraud:
+                self.duplicate_labels += 1
+            else:
+                self.conflicting_labels += 1
+            return None
+        waiting = self.labels.items.get(tid)
+        if waiting is not None and waiting.item != is_fraud:
+            self.conflicting_labels += 1
+            return None
         score = self.scores.pop(tid)
         if score is None:
             self.labels.put(tid, Pending(is_fraud, now, partition, offset))
             return None
-        return Joined(
-            tid, score.item, is_fraud, (score.partition, score.offset), (partition, offset), now
+        return self._remember(
+            Joined(
+                tid, score.item, is_fraud, (score.partition, score.offset), (partition, offset), now
+            )
         )
 
     def expire(self, now: float) -> None:

@@ -322,6 +322,16 @@ class Trainer:
             self.metrics.model_recall.set(q["recall"])
         self.metrics.join_pending.labels("score").set(len(self.joiner.scores))
         self.metrics.join_pending.labels("label").set(len(self.joiner.labels))
+        j = self.joiner
+        for side, cause, total in (
+            ("score", "duplicate", j.duplicate_scores),
+            ("label", "duplicate", j.duplicate_labels),
+            ("label", "conflict", j.conflicting_labels),
+        ):
+            seen = self._evictions_reported.get((side, cause), 0)
+            if total > seen:
+                self.metrics.join_ignored.labels(side, cause).inc(total - seen)
+                self._evictions_reported[(side, cause)] = total
         for side, buffer in (("score", self.joiner.scores), ("label", self.joiner.labels)):
             for cause, total in (
                 ("full", buffer.evicted_full),
