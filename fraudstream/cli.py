@@ -139,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--records", type=_positive(int), default=200_000)
     bench.add_argument("--rounds", type=_positive(int), default=3)
     bench.add_argument("--partitions", type=_positive(int), default=4)
+    bench.add_argument("--latency-seconds", type=_positive(float), default=8.0)
+    bench.add_argument("--cards", type=_positive(int), default=1_000_000)
+    bench.add_argument("--trainer-labels", type=_positive(int), default=100_000)
+    bench.add_argument(
+        "--only",
+        nargs="+",
+        choices=["throughput", "latency", "scaleout", "memory", "trainer"],
+        help="run only these parts",
+    )
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
 
     replay = sub.add_parser("replay-labels", help="publish labels from a CSV or JSONL file")
@@ -292,11 +301,20 @@ def cmd_replay_labels(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fraudstream.bench import run_bench
+    from fraudstream.benchmark.run import BenchOptions, run_bench
     from infra.broker import EmbeddedBroker
     from infra.kafka import check_reachable
 
     settings = _settings(args)
+    options = BenchOptions(
+        records=args.records,
+        rounds=args.rounds,
+        partitions=args.partitions,
+        latency_s=args.latency_seconds,
+        cards=args.cards,
+        trainer_labels=args.trainer_labels,
+        **({"parts": tuple(args.only)} if args.only else {}),
+    )
     broker = None
     if settings.embedded:
         broker = EmbeddedBroker()
@@ -304,11 +322,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
     try:
         check_reachable(settings)
-        result = run_bench(settings, args.records, args.rounds, args.partitions, args.json)
+        report = run_bench(settings, options, args.json)
     finally:
         if broker is not None:
             broker.stop()
-    print(result.render())
+    print(report.render())
     return 0
 
 

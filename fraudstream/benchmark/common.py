@@ -1,0 +1,201 @@
+"""Pieces shared by the benchmarks: topics, pre-loading, a passthrough, an output reader."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from infra.config import Settings, Topics
+from infra.kafka import common_config, make_consumer, make_producer
+from producer.generator import TransactionGenerator
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def create_topics(settings: Settings, names: list[str], partitions: int) -> None:
+    admin = AdminClient(common_config(settings))
+    for fut in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
+        fut.result()
+
+
+def bench_topics(settings: Settings, source: str, sink: str, partitions: int) -> Topics:
+    """Topic names for a scorer reading `source` and writing `sink`; creates the extras."""
+    topics = Topics(
+        transactions=source,
+        scores=sink,
+        labels=f"{sink}-labels",
+        model_updates=f"{sink}-models",
+        transactions_dlq=f"{sink}-dlq",
+        labels_dlq=f"{sink}-labels-dlq",
+    )
+    create_topics(settings, [topics.labels, topics.transactions_dlq, topics.labels_dlq], 1)
+    create_topics(settings, [topics.model_updates], 1)
+    return topics
+
+
+def records(n: int, seed: int = 7) -> list[dict[str, object]]:
+    generator = TransactionGenerator(seed=seed, fraud_rate=0.01)
+    t0 = datetime.now(UTC)
+    return [generator.next(t0 + timedelta(milliseconds=i))[0] for i in range(n)]
+
+
+def preload(settings: Settings, topic: str, n: int, seed: int = 7) -> None:
+    producer = make_producer(settings, "bench loader")
+    for i, record in enumerate(records(n, seed)):
+        while True:
+            try:
+                producer.produce(topic, orjson.dumps(record), str(record["card_id"]).encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+
+
+def passthrough_loop(
+    settings: Settings,
+    source: str,
+    sink: str,
+    group: str,
+    stop: Callable[[], bool],
+    limit: int | None = None,
+) -> float:
+    """Consume -> produce the same bytes, commit after delivery: the physical ceiling.
+
+    Runs until `stop()` or until `limit` records are delivered; returns records/s from the
+    first record consumed to the last delivered.
+    """
+    consumer: Consumer = make_consumer(settings, group, "bench passthrough")
+    producer = make_producer(settings, "bench passthrough")
+    consumer.subscribe([source])
+    delivered = 0
+    seen = 0
+    pending: list[tuple[int, dict[tuple[str, int], int]]] = []
+    batch = settings.scorer.batch_size
+    timeout = settings.scorer.poll_timeout_s
+
+    def on_delivery(err: KafkaError | None, _msg: object) -> None:
+        nonlocal delivered
+        if err is None:
+            delivered += 1
+
+    first_at = 0.0
+    try:
+        while not stop() and (limit is None or delivered < limit):
+            msgs = consumer.consume(batch, timeout)
+            positions: dict[tuple[str, int], int] = {}
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                if seen == 0:
+                    first_at = time.perf_counter()
+                seen += 1
+                positions[(msg.topic(), msg.partition())] = msg.offset() + 1
+                while True:
+                    try:
+                        producer.produce(sink, msg.value(), msg.key(), on_delivery=on_delivery)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            if positions:
+                pending.append((seen, positions))
+            producer.poll(0)
+            while pending and pending[0][0] <= delivered:
+                _, pos = pending.pop(0)
+                offsets = [TopicPartition(t, p, o) for (t, p), o in pos.items()]
+                consumer.commit(offsets=offsets, asynchronous=True)
+        producer.flush(30)
+        return delivered / (time.perf_counter() - first_at) if first_at else 0.0
+    finally:
+        consumer.close()
+
+
+class OutputReader:
+    """Reads a sink topic in a thread; records (arrival time, value) of every record."""
+
+    def __init__(self, settings: Settings, topic: str, keep_values: bool = True) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.keep_values = keep_values
+        self.arrivals: list[tuple[float, bytes | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> OutputReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        consumer = Consumer(
+            {
+                **common_config(self.settings),
+                "group.id": f"bench-reader-{uid()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": self.settings.session_timeout_ms,
+                "fetch.wait.max.ms": self.settings.fetch_wait_max_ms,
+            }
+        )
+        consumer.subscribe([self.topic])
+        try:
+            while not self._stop.is_set():
+                msgs = consumer.consume(10000, 0.01)
+                now = time.time()
+                for m in msgs:
+                    if m.error() is None:
+                        self.arrivals.append((now, m.value() if self.keep_values else None))
+        finally:
+            consumer.close()
+
+    def wait_for(self, n: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while len(self.arrivals) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(self.arrivals) >= n
+
+
+def topic_env(settings: Settings, topics: Topics, group: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    env["FRAUDSTREAM_BOOTSTRAP_SERVERS"] = settings.bootstrap
+    for name, value in topics.model_dump().items():
+        env[f"FRAUDSTREAM_TOPICS__{name.upper()}"] = value
+    env["FRAUDSTREAM_SCORER__GROUP_ID"] = group
+    for key, value in settings.kafka.items():
+        if key != "logger":
+            env["FRAUDSTREAM_KAFKA_" + key.upper().replace(".", "_")] = str(value)
+    return env
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

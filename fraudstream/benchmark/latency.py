@@ -1,0 +1,98 @@
+"""Event time -> output arrival, at a fixed offered load, for the scorer and the passthrough.
+
+The target runs as its own process; this process offers the load (records stamped with the
+time they are sent) and reads the outputs, so both targets are measured the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from fraudstream.benchmark.common import (
+    OutputReader,
+    bench_topics,
+    create_topics,
+    records,
+    spawn,
+    stop,
+    topic_env,
+    uid,
+)
+from infra.config import Settings
+from infra.kafka import make_producer
+
+WARMUP = 50
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _event_time(value: bytes) -> float:
+    d = orjson.loads(value)
+    stamp = d.get("event_time") or d["timestamp"]
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def measure(
+    settings: Settings,
+    target: str,
+    rate: float,
+    duration_s: float,
+    partitions: int,
+    work_dir: Path,
+) -> dict[str, float]:
+    """p50/p99/max seconds from event time to the output's arrival, at `rate` records/s."""
+    source, sink, group = f"lat-src-{uid()}", f"lat-out-{uid()}", f"lat-{uid()}"
+    create_topics(settings, [source, sink], partitions)
+    topics = bench_topics(settings, source, sink, partitions)
+    env = topic_env(settings, topics, group)
+    if target == "scorer":
+        args = ["fraudstream.cli", "score", "--metrics-port", "0"]
+    else:
+        args = ["fraudstream.benchmark.passthrough", source, sink, group]
+    proc = spawn(args, env, work_dir / f"latency-{target}-{int(rate)}.log")
+    producer = make_producer(settings, "bench load")
+    pool = records(5000, seed=11)
+    try:
+        with OutputReader(settings, sink) as reader:
+            # Warm up until the target has joined its group and answers.
+            for i in range(WARMUP):
+                r = {**pool[i], "timestamp": _iso(time.time())}
+                producer.produce(source, orjson.dumps(r), str(r["card_id"]).encode())
+            producer.flush(10)
+            if not reader.wait_for(WARMUP, 60):
+                raise RuntimeError(f"{target} did not answer the warm-up records")
+            skip = len(reader.arrivals)
+            sent = 0
+            start = time.time()
+            end = start + duration_s
+            while (now := time.time()) < end:
+                due = int((now - start) * rate) - sent
+                stamp = _iso(now)
+                for _ in range(due):
+                    r = pool[sent % len(pool)]
+                    value = orjson.dumps({**r, "timestamp": stamp})
+                    producer.produce(source, value, str(r["card_id"]).encode())
+                    sent += 1
+                producer.poll(0)
+                time.sleep(0.001)
+            producer.flush(10)
+            reader.wait_for(skip + sent, 30)
+            arrivals = reader.arrivals[skip:]
+    finally:
+        stop(proc)
+    lat = np.array([t - _event_time(v) for t, v in arrivals if v is not None])
+    return {
+        "offered_per_s": rate,
+        "sent": float(sent),
+        "received": float(len(lat)),
+        "p50_ms": float(np.percentile(lat, 50) * 1000) if lat.size else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99) * 1000) if lat.size else float("nan"),
+        "max_ms": float(lat.max() * 1000) if lat.size else float("nan"),
+    }

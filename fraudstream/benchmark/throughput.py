@@ -1,0 +1,47 @@
+"""Sustained records/s over a pre-loaded topic: the passthrough ceiling and the scorer.
+
+Both run in this process with the same client settings, each timed from its first record to
+its last output, so group-join time is excluded from both.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from fraudstream.benchmark.common import bench_topics, create_topics, passthrough_loop, uid
+from infra.config import Settings
+from infra.metrics import Metrics
+from scorer.run import Scorer
+
+
+def passthrough_rate(settings: Settings, source: str, n: int, partitions: int) -> float:
+    sink = f"bench-pass-{uid()}"
+    create_topics(settings, [sink], partitions)
+    return passthrough_loop(settings, source, sink, f"bench-pass-{uid()}", lambda: False, n)
+
+
+def scorer_rate(settings: Settings, source: str, n: int, partitions: int) -> float:
+    sink = f"bench-scores-{uid()}"
+    create_topics(settings, [sink], partitions)
+    topics = bench_topics(settings, source, sink, partitions)
+    s = settings.model_copy(
+        update={
+            "topics": topics,
+            "scorer": settings.scorer.model_copy(update={"group_id": f"bench-scorer-{uid()}"}),
+        }
+    )
+    scorer = Scorer(s, Metrics())
+    thread = threading.Thread(target=scorer.run, kwargs={"model_wait_s": 10.0}, daemon=True)
+    thread.start()
+    while scorer.scored == 0:
+        time.sleep(0.0005)
+    start = time.perf_counter()
+    first = scorer.scored
+    while scorer.scored < n:
+        time.sleep(0.001)
+    scorer.producer.flush(30)
+    elapsed = time.perf_counter() - start
+    scorer.stop()
+    thread.join(60)
+    return (n - first) / elapsed

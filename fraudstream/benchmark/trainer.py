@@ -1,0 +1,62 @@
+"""Trainer speed: labels joined and learned per second over pre-loaded scores and labels."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+import orjson
+
+from fraudstream.benchmark.common import create_topics, records, uid
+from infra.config import Settings, Topics
+from infra.kafka import make_producer
+from infra.metrics import Metrics
+from schemas import Transaction
+from scorer.features import FeatureBuilder
+from trainer.run import Trainer
+
+
+def labels_per_s(settings: Settings, n: int, partitions: int) -> float:
+    run = uid()
+    topics = Topics(
+        transactions=f"tr-tx-{run}",
+        scores=f"tr-scores-{run}",
+        labels=f"tr-labels-{run}",
+        model_updates=f"tr-models-{run}",
+        transactions_dlq=f"tr-dlq-{run}",
+        labels_dlq=f"tr-ldlq-{run}",
+    )
+    create_topics(settings, [topics.scores, topics.labels], partitions)
+    create_topics(settings, [topics.model_updates, topics.labels_dlq], 1)
+    txs = [Transaction.model_validate(r) for r in records(n, seed=5)]
+    features = FeatureBuilder().build(txs).dicts()
+    producer = make_producer(settings, "bench trainer loader")
+    now = datetime.now(UTC).isoformat()
+    for i, (tx, x) in enumerate(zip(txs, features, strict=True)):
+        key = tx.transaction_id.encode()
+        score = {"transaction_id": tx.transaction_id, "score": 0.01, "features": x, "at": now}
+        producer.produce(topics.scores, orjson.dumps(score), key)
+        label = {"transaction_id": tx.transaction_id, "is_fraud": i % 100 == 0}
+        producer.produce(topics.labels, orjson.dumps(label), key)
+        if i % 5000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+    s = settings.model_copy(
+        update={
+            "topics": topics,
+            "trainer": settings.trainer.model_copy(update={"group_id": f"tr-{run}"}),
+        }
+    )
+    trainer = Trainer(s, Metrics())
+    thread = threading.Thread(target=trainer.run, daemon=True)
+    thread.start()
+    while trainer.labels_learned == 0:
+        time.sleep(0.001)
+    start, first = time.perf_counter(), trainer.labels_learned
+    while trainer.labels_learned < n:
+        time.sleep(0.002)
+    elapsed = time.perf_counter() - start
+    trainer.stop()
+    thread.join(60)
+    return (n - first) / elapsed
