@@ -9,12 +9,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 # Above this an amount is not a card payment but a corrupted or hostile record.
 MAX_AMOUNT = 1e9
+# Longest identifier or code accepted in a string field.
+MAX_STR = 256
 
 
 class Transaction(BaseModel):
     """A card transaction as published to the `transactions` topic."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=256, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, str_max_length=MAX_STR, allow_inf_nan=False
+    )
 
     transaction_id: str = Field(min_length=1)
     card_id: str = Field(min_length=1)
@@ -53,7 +57,7 @@ class Score(BaseModel):
 class Label(BaseModel):
     """Ground truth for one transaction from the investigations team."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=256)
+    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=MAX_STR)
 
     transaction_id: str = Field(min_length=1)
     is_fraud: bool = Field(strict=True)

@@ -1,29 +1,58 @@
-"""The `model-updates` wire format: a model snapshot with its metadata and a checksum.
+"""The `model-updates` wire format: a model snapshot with its metadata, a checksum and, when a
+key is configured, an HMAC signature.
 
 Value: one JSON object. The pipeline is pickled (River's native persistence) and base64
-encoded; `sha256` covers those pickle bytes so a truncated or altered snapshot is refused.
+encoded; `sha256` covers those pickle bytes, and `signature` (HMAC-SHA256, hex) covers every
+other field, `sha256` included, so it binds the model bytes too. Nothing is unpickled before
+the checks pass: `verify` (signature and checksum) and `check_compatible` (format and the River
+version that wrote it), both run by `load_model` except the signature, which needs the key.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import pickle
 import platform
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 FORMAT = "river-pickle/1"
 
 # topic -> partition (as str, JSON keys) -> offset
 Offsets = dict[str, dict[str, int]]
 
+# Fields the signature does not cover: itself, and the model bytes (bound through `sha256`).
+_UNSIGNED = ("signature", "model_b64")
+
 
 class SnapshotError(ValueError):
-    """A snapshot that cannot be loaded."""
+    """A snapshot that cannot be loaded. `reason` is a short stable code for metrics:
+    invalid, checksum, unsigned, bad_signature, incompatible, load_failed."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _canonical(fields: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {k: v for k, v in fields.items() if k not in _UNSIGNED}, option=orjson.OPT_SORT_KEYS
+    )
+
+
+def _series(version: str) -> str:
+    """The part of a version that must match for a pickle to load: the major version, and the
+    minor one too below 1.0 (River 0.x changes its classes between minor releases)."""
+    parts = version.split(".")
+    if parts[0] == "0" and len(parts) > 1:
+        return f"0.{parts[1]}"
+    return parts[0]
 
 
 class Snapshot(BaseModel):
@@ -32,28 +61,116 @@ class Snapshot(BaseModel):
     created_at: datetime
     format: str = FORMAT
     labels_learned: int = 0
+    # Labels learned by class: {"fraud": n, "legit": n}.
+    label_counts: dict[str, int] = Field(default_factory=dict)
     # Where a restarted trainer resumes reading each input partition.
     resume_offsets: Offsets = Field(default_factory=dict)
     # Every record below these offsets had been processed when the snapshot was taken.
     processed_offsets: Offsets = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     library_versions: dict[str, str] = Field(default_factory=dict)
+    # trainer: learned and published by the trainer; rollback: an earlier registry version
+    # republished by `fraudstream model rollback`; registry: a champion loaded at warm start.
+    origin: str = "trainer"
+    # The Model Registry version this snapshot came from (rollback, warm start), if any.
+    registry_version: int | None = None
     sha256: str
     model_b64: str
+    signature: str | None = None
+
+    # The canonical signed bytes of the record as read from the wire (decode_snapshot): every
+    # field present there, also fields this version does not know.
+    _signed: bytes | None = PrivateAttr(default=None)
+
+    def signed_payload(self) -> bytes:
+        if self._signed is not None:
+            return self._signed
+        return _canonical(self.model_dump(mode="json"))
+
+    def sign(self, key: bytes) -> Snapshot:
+        """A copy carrying the HMAC-SHA256 of its metadata under `key`."""
+        unsigned = self.model_copy(update={"signature": None})
+        unsigned._signed = None
+        mac = hmac.new(key, unsigned.signed_payload(), hashlib.sha256).hexdigest()
+        signed = unsigned.model_copy(update={"signature": mac})
+        return signed
+
+    def model_bytes(self) -> bytes:
+        try:
+            return base64.b64decode(self.model_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise SnapshotError(
+                f"snapshot v{self.version}: model_b64 is not base64", "checksum"
+            ) from None
+
+    def verify(self, key: bytes | None) -> None:
+        """Check the signature (when a key is given: a snapshot without one is refused) and the
+        checksum of the model bytes. Raises SnapshotError; never unpickles anything."""
+        if key is not None:
+            if not self.signature:
+                raise SnapshotError(
+                    f"snapshot v{self.version} is not signed and a snapshot key is configured",
+                    "unsigned",
+                )
+            expected = hmac.new(key, self.signed_payload(), hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, self.signature):
+                raise SnapshotError(
+                    f"snapshot v{self.version}: signature mismatch (tampered, or signed with "
+                    "another key)",
+                    "bad_signature",
+                )
+        if hashlib.sha256(self.model_bytes()).hexdigest() != self.sha256:
+            raise SnapshotError(f"snapshot v{self.version}: checksum mismatch", "checksum")
+
+    def check_compatible(self) -> None:
+        """Refuse, with one clear line, a snapshot this process cannot load safely."""
+        if self.format != FORMAT:
+            raise SnapshotError(
+                f"snapshot v{self.version} has format {self.format!r}, this fraudstream reads "
+                f"{FORMAT!r}: load it with the fraudstream that wrote it, or retrain",
+                "incompatible",
+            )
+        import river
+
+        written = self.library_versions.get("river")
+        if written is None:
+            raise SnapshotError(
+                f"snapshot v{self.version} does not say which river version wrote it: "
+                "refusing to unpickle it",
+                "incompatible",
+            )
+        if _series(written) != _series(river.__version__):
+            raise SnapshotError(
+                f"snapshot v{self.version} was written with river {written}, this process has "
+                f"river {river.__version__}: a River model pickled by river "
+                f"{_series(written)}.x loads only there (install it, or retrain)",
+                "incompatible",
+            )
 
     def load_model(self) -> Any:
-        if self.format != FORMAT:
-            raise SnapshotError(f"snapshot format {self.format!r} is not {FORMAT!r}")
-        raw = base64.b64decode(self.model_b64)
+        self.check_compatible()
+        raw = self.model_bytes()
         if hashlib.sha256(raw).hexdigest() != self.sha256:
-            raise SnapshotError(f"snapshot v{self.version}: checksum mismatch")
-        return pickle.loads(raw)
+            raise SnapshotError(f"snapshot v{self.version}: checksum mismatch", "checksum")
+        try:
+            return pickle.loads(raw)
+        except Exception as exc:  # noqa: BLE001  any unpickling failure is one clear error
+            raise SnapshotError(
+                f"snapshot v{self.version}: the model does not load: {exc}", "load_failed"
+            ) from None
 
 
 def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import river
 
-    return {"python": platform.python_version(), "river": river.__version__}
+    out = {"python": platform.python_version(), "river": river.__version__}
+    try:
+        out["fraudstream"] = version("fraudstream")
+    except PackageNotFoundError:
+        pass
+    return out
 
 
 def make_snapshot(
@@ -64,20 +181,29 @@ def make_snapshot(
     resume_offsets: Offsets,
     processed_offsets: Offsets,
     metrics: dict[str, float],
+    *,
+    label_counts: dict[str, int] | None = None,
+    key: bytes | None = None,
+    origin: str = "trainer",
+    registry_version: int | None = None,
 ) -> Snapshot:
     raw = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-    return Snapshot(
+    snapshot = Snapshot(
         model_name=model_name,
         version=version,
         created_at=datetime.now(UTC),
         labels_learned=labels_learned,
+        label_counts=label_counts or {},
         resume_offsets=resume_offsets,
         processed_offsets=processed_offsets,
         metrics=metrics,
         library_versions=library_versions(),
+        origin=origin,
+        registry_version=registry_version,
         sha256=hashlib.sha256(raw).hexdigest(),
         model_b64=base64.b64encode(raw).decode("ascii"),
     )
+    return snapshot.sign(key) if key is not None else snapshot
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:
@@ -88,8 +214,16 @@ def decode_snapshot(raw: bytes | None) -> Snapshot:
     if not raw:
         raise SnapshotError("empty snapshot record")
     try:
-        return Snapshot.model_validate_json(raw)
+        fields = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"invalid snapshot: not JSON ({exc})") from None
+    if not isinstance(fields, dict):
+        raise SnapshotError("invalid snapshot: not a JSON object")
+    try:
+        snapshot = Snapshot.model_validate(fields)
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         raise SnapshotError(f"invalid snapshot: {loc}: {err['msg']}") from None
+    snapshot._signed = _canonical(fields)
+    return snapshot

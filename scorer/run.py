@@ -22,7 +22,8 @@ from infra.dlq import send_to_dlq
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from infra.model_updates import ModelWatcher
-from schemas import DecodeError, Transaction, decode_transaction
+from schemas import DecodeError
+from schemas.fast import FastTransaction, decode_transaction_fast
 from schemas.snapshot import Snapshot
 from scorer.features import DENSE_FEATURES, FeatureBatch, FeatureBuilder, Vocabulary
 from scorer.model import CompiledModel, build_pipeline
@@ -148,7 +149,7 @@ class Scorer:
 
     def _process(self, msgs: list[Message]) -> None:
         positions: dict[tuple[str, int], int] = {}
-        by_partition: dict[int, list[tuple[Message, Transaction]]] = {}
+        by_partition: dict[int, list[tuple[Message, FastTransaction]]] = {}
         dead: list[tuple[Message, DecodeError]] = []
         for msg in msgs:
             err = msg.error()
@@ -159,7 +160,7 @@ class Scorer:
             partition = msg.partition()
             positions[(msg.topic(), partition)] = msg.offset() + 1
             try:
-                tx = decode_transaction(msg.value())
+                tx = decode_transaction_fast(msg.value())
             except DecodeError as exc:
                 dead.append((msg, exc))
                 continue
@@ -193,7 +194,7 @@ class Scorer:
 
     def _emit(
         self,
-        items: list[tuple[Message, Transaction]],
+        items: list[tuple[Message, FastTransaction]],
         batch: FeatureBatch,
         probs: np.ndarray,
         serving: ServingModel,
@@ -206,20 +207,19 @@ class Scorer:
         topic = self.topics.scores
         produce = self.producer.produce
         flags = probs >= threshold
-        event_ts = np.empty(len(items))
+        event_ts: list[float] = []
+        add_ts = event_ts.append
         dumps = orjson.dumps
         names = DENSE_FEATURES
-        for i, ((msg, tx), row, keys, p, flag) in enumerate(
-            zip(
-                items,
-                batch.dense.tolist(),
-                batch.sparse,
-                probs.tolist(),
-                flags.tolist(),
-                strict=True,
-            )
+        for (msg, tx), row, keys, p, flag in zip(
+            items,
+            batch.dense.tolist(),
+            batch.sparse,
+            probs.tolist(),
+            flags.tolist(),
+            strict=True,
         ):
-            event_ts[i] = tx.timestamp.timestamp()
+            add_ts(tx.timestamp.timestamp())  # type: ignore[union-attr]
             features = dict(zip(names, row, strict=True))
             for key in keys:
                 features[key] = 1.0
@@ -231,7 +231,7 @@ class Scorer:
                     "flagged": flag,
                     "threshold": threshold,
                     "model_version": version,
-                    "event_time": tx.timestamp,
+                    "event_time": tx.timestamp_text,
                     "scored_at": now,
                     "features": features,
                 }
@@ -250,7 +250,7 @@ class Scorer:
         self.metrics.scored.inc(n)
         self.metrics.flagged.inc(n_flagged)
         self.metrics.fraud_rate_window.add(n, n_flagged, now_ts)
-        self.metrics.score_latency.observe_many(np.maximum(now_ts - event_ts, 0.0))
+        self.metrics.score_latency.observe_many(np.maximum(now_ts - np.asarray(event_ts), 0.0))
 
     def _dead_letter(
         self, msg: Message, exc: DecodeError, on_delivery: functools.partial[None]
