@@ -141,6 +141,11 @@ class Scorer:
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
+            # Another member reports this partition's lag from now on.
+            try:
+                self.metrics.consumer_lag.remove(self.cfg.group_id, tp.topic, str(tp.partition))
+            except KeyError:
+                pass
             builder = self.builders.pop(tp.partition, None)
             if builder is not None:
                 self._evicted_dropped += builder.store.evicted
