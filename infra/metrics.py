@@ -146,6 +146,14 @@ class Metrics:
         self.model_version = Gauge(
             "fraudstream_model_version", "Version of the model in use", registry=r
         )
+        self.model_age = Gauge(
+            "fraudstream_model_age_seconds",
+            "Time since the model in use was trained (its snapshot was taken)",
+            registry=r,
+        )
+        self.model_log_loss = Gauge(
+            "fraudstream_model_log_loss", "Rolling log loss, evaluated before learning", registry=r
+        )
         self.model_roc_auc = Gauge(
             "fraudstream_model_roc_auc", "Rolling ROC AUC, evaluated before learning", registry=r
         )
@@ -179,6 +187,33 @@ class Metrics:
             LATENCY_BUCKETS,
         )
         r.register(self.score_latency)
+        self.snapshots_held = Counter(
+            "fraudstream_snapshots_held_total",
+            "Snapshots the trainer held back: guardrail failed, serving model kept",
+            ["reason"],
+            registry=r,
+        )
+        self.snapshots_refused = Counter(
+            "fraudstream_snapshots_refused_total",
+            "Snapshots from model-updates refused (unsigned, tampered, incompatible, broken)",
+            ["reason"],
+            registry=r,
+        )
+        self.mlflow_failures = Counter(
+            "fraudstream_mlflow_failures_total",
+            "MLflow logging attempts that failed (tracking server down); retried",
+            registry=r,
+        )
+        self.mlflow_models_logged = Counter(
+            "fraudstream_mlflow_models_logged_total",
+            "Snapshots logged to MLflow as models and registered",
+            registry=r,
+        )
+        self.mlflow_pending = Gauge(
+            "fraudstream_mlflow_pending",
+            "Metric points and models waiting to be logged to MLflow",
+            registry=r,
+        )
 
     def set_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(group, topic, str(partition)).set(lag)

@@ -31,6 +31,8 @@ from scorer.offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
 
+DLQ_LOG_EVERY_S = 10.0
+
 
 @dataclass
 class ServingModel:
@@ -38,6 +40,8 @@ class ServingModel:
 
     compiled: CompiledModel
     loaded_at: float = field(default_factory=time.time)
+    # When the model was trained (snapshot time); the untrained start model counts from start.
+    trained_at: float = field(default_factory=time.time)
 
 
 class Scorer:
@@ -62,12 +66,16 @@ class Scorer:
         )
         self.watcher = ModelWatcher(settings, self._load_snapshot)
         metrics.model_version.set(0)
+        metrics.model_age.set_function(lambda: time.time() - self.serving.trained_at)
+        # Dead letters are logged as a summary at most every DLQ_LOG_EVERY_S, not per record.
+        self._dlq_counts: dict[str, int] = {}
+        self._dlq_logged_at = 0.0
 
     # -- model -------------------------------------------------------------------------------
 
     def _load_snapshot(self, snapshot: Snapshot) -> None:
         compiled = CompiledModel.from_pipeline(snapshot.load_model(), snapshot.version)
-        self.serving = ServingModel(compiled)
+        self.serving = ServingModel(compiled, trained_at=snapshot.created_at.timestamp())
         self.metrics.model_version.set(snapshot.version)
         log.info("model v%d loaded (%d labels learned)", snapshot.version, snapshot.labels_learned)
 
@@ -264,6 +272,21 @@ class Scorer:
         send_to_dlq(self.producer, topic, msg, exc.reason, exc.detail, on_delivery)
         self.metrics.dlq.labels(msg.topic(), exc.reason).inc()
         log.debug("dead letter %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+        self._dlq_counts[exc.reason] = self._dlq_counts.get(exc.reason, 0) + 1
+        now = time.monotonic()
+        if now - self._dlq_logged_at >= DLQ_LOG_EVERY_S:
+            summary = ", ".join(f"{r}={n}" for r, n in sorted(self._dlq_counts.items()))
+            log.warning(
+                "dead letters to %s: %s (last: %s[%d]@%d: %s)",
+                topic,
+                summary,
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                exc,
+            )
+            self._dlq_counts.clear()
+            self._dlq_logged_at = now
 
     def _delivered(self, batch_id: int, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
