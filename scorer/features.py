@@ -1,7 +1,8 @@
 """Feature building: a validated transaction plus per-card state -> the model's input.
 
 Pure code, no Kafka: the live scorer, `evaluate` and the MLflow model all use it. Every
-feature is causal (only this record and the card's earlier records).
+feature is causal: it depends only on this record, the card's earlier records, and labels
+that arrived before the record is scored (`observe_label`); never on a later record.
 
 Dense features (always present, one matrix column each):
 - amount: the amount as sent.
@@ -13,8 +14,24 @@ Dense features (always present, one matrix column each):
   30 days for a card's first transaction.
 - first_seen: 1 for a card's first transaction seen by this scorer.
 - log_amount_ratio: log((1 + amount) / (1 + previous amount)); 0 on first sight.
-- velocity_1h: exponentially decayed count of the card's transactions (1 h time constant).
+- velocity_1h: exponentially decayed count of the card's transactions, this one included
+  (1 h time constant).
 - country_changed: 1 if the country differs from the card's previous known country.
+- velocity_24h: as velocity_1h with a 24 h time constant.
+- log_spend_24h: log(1 + exponentially decayed sum of the card's amounts, 24 h constant).
+- amount_zscore: log_amount against the card's running mean and spread of log amounts
+  (recent purchases weigh more); 0 on first sight.
+- log_gap_vs_usual: log(1 + seconds since last) minus the card's running mean of it; negative
+  when the card transacts faster than usual; 0 until the card has a gap to compare with.
+- hour_unusual: 1 - cosine similarity between this hour of day and the card's running mean
+  hour (on the 24 h circle, scaled by how regular the card is): 0 at its usual hours, up to
+  2 at the opposite hour; 0 on first sight.
+- country_new: 1 if the country is none of the card's last few distinct countries.
+- merchant_new: 1 if the merchant is none of the card's last few distinct merchants.
+- merchant_risk: log of the merchant's smoothed fraud share among the labels that have
+  arrived so far (recent labels weigh more); the global share for a merchant without labels.
+- category_risk: the same, for the merchant category.
+- country_risk: the same, for the country.
 Sparse one-hot features (present only when set): `merchant_category=<v>`, `channel=<v>`.
 """
 
@@ -23,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -39,49 +57,116 @@ DENSE_FEATURES: tuple[str, ...] = (
     "log_amount_ratio",
     "velocity_1h",
     "country_changed",
+    "velocity_24h",
+    "log_spend_24h",
+    "amount_zscore",
+    "log_gap_vs_usual",
+    "hour_unusual",
+    "country_new",
+    "merchant_new",
+    "merchant_risk",
+    "category_risk",
+    "country_risk",
 )
 FIRST_SEEN_GAP_S = 30 * 24 * 3600.0
 VELOCITY_TAU_S = 3600.0
+VELOCITY_DAY_TAU_S = 24 * 3600.0
+# Running per-card means weigh the last ~1/HABIT_ALPHA transactions (a plain mean before).
+HABIT_ALPHA = 0.05
+# Floor on the variance of log amounts: a card that always pays the same is not infinitely
+# surprised by a small change.
+AMOUNT_VAR_FLOOR = 0.1
+RECENT_COUNTRIES = 4
+RECENT_MERCHANTS = 8
 # Distinct categorical values turned into their own feature; later ones share "other",
 # so hostile input cannot grow the model without bound.
 MAX_CATEGORY_VALUES = 100
 
+_HOUR_COS = np.cos(np.arange(24) * (2 * np.pi / 24))
+_HOUR_SIN = np.sin(np.arange(24) * (2 * np.pi / 24))
 
-# Per-card state: (last event time, last amount, decayed velocity, last known country).
-# A plain tuple: the smallest per-card footprint Python offers without an array store.
-CardState = tuple[float, float, float, str | None]
+# Per-card state, one row (slot) per card in two arrays. Numeric columns:
+_LAST_TS, _LAST_AMOUNT, _V1, _V24, _S24, _MEAN, _VAR, _GAP_MEAN, _N, _HC, _HS = range(11)
+_NUMERIC = 11
+# Key columns (int64 hashes of strings, 0 = none): last known country, recent distinct
+# countries, recent distinct merchants (most recent first).
+_KEY_COUNTRY = 0
+_COUNTRIES = slice(1, 1 + RECENT_COUNTRIES)
+_MERCHANTS = slice(1 + RECENT_COUNTRIES, 1 + RECENT_COUNTRIES + RECENT_MERCHANTS)
+_KEYS = 1 + RECENT_COUNTRIES + RECENT_MERCHANTS
 
 
-def _assemble(
-    amounts: list[float],
-    stamps: list[float],
-    gaps: list[float],
-    prev_amounts: list[float],
-    velocities: list[float],
-    changed: list[float],
-) -> np.ndarray:
-    n = len(amounts)
-    out = np.empty((n, len(DENSE_FEATURES)), dtype=np.float64)
-    if n == 0:
-        return out
-    amount = np.asarray(amounts)
-    ts = np.asarray(stamps)
-    gap = np.asarray(gaps)
-    first = gap < 0
-    days = np.floor(ts / 86400.0)
-    hour = np.floor((ts - days * 86400.0) / 3600.0)
-    log_amount = np.log1p(amount)
-    out[:, 0] = amount
-    out[:, 1] = log_amount
-    out[:, 2] = hour
-    out[:, 3] = (days + 3.0) % 7.0  # 1970-01-01 was a Thursday; Monday = 0
-    out[:, 4] = hour < 6.0
-    out[:, 5] = np.log1p(np.where(first, FIRST_SEEN_GAP_S, np.minimum(gap, FIRST_SEEN_GAP_S)))
-    out[:, 6] = first
-    out[:, 7] = log_amount - np.log1p(np.asarray(prev_amounts))
-    out[:, 8] = velocities
-    out[:, 9] = changed
-    return out
+class LabelRisk:
+    """Fraud share of the labels that have arrived, per value of one field, decayed in time.
+
+    Each value keeps [fraud, total, time of its last label], both counts decayed by
+    exp(-dt / tau_s) between its labels; its risk is log((fraud + s * p) / (total + s)), where
+    p is the global share (same decay, starting from `prior`) and s the smoothing strength in
+    labels. The risk is recomputed when a label for the value arrives, so scoring is one
+    lookup; a value without labels scores log(p). Bounded: past `max_keys` values the
+    oldest-inserted are forgotten.
+    """
+
+    def __init__(
+        self,
+        tau_s: float = 14 * 24 * 3600.0,
+        prior: float = 0.005,
+        strength: float = 20.0,
+        max_keys: int = 1_000_000,
+    ) -> None:
+        self.tau_s = tau_s
+        self.strength = strength
+        self.max_keys = max_keys
+        self.stats: dict[str, list[float]] = {}
+        self.risks: dict[str, float] = {}  # value -> risk, what scoring reads
+        # The global share starts as `prior`, worth 1000 labels.
+        self._global = [prior * 1000.0, 1000.0, -math.inf]
+        self.default = math.log(prior)
+
+    def __len__(self) -> int:
+        return len(self.stats)
+
+    def _update(self, s: list[float], is_fraud: bool, at: float) -> None:
+        if at > s[2]:
+            if s[2] > -math.inf:
+                d = math.exp((s[2] - at) / self.tau_s)
+                s[0] *= d
+                s[1] *= d
+            s[2] = at
+        s[0] += 1.0 if is_fraud else 0.0
+        s[1] += 1.0
+
+    def observe(self, value: str | None, is_fraud: bool, at: float) -> None:
+        g = self._global
+        self._update(g, is_fraud, at)
+        prior = g[0] / g[1]
+        self.default = math.log(prior)
+        if value is None:
+            return
+        s = self.stats.get(value)
+        if s is None:
+            s = self.stats[value] = [0.0, 0.0, at]
+            if len(self.stats) > self.max_keys:
+                oldest = next(iter(self.stats))
+                del self.stats[oldest]
+                self.risks.pop(oldest, None)
+        self._update(s, is_fraud, at)
+        a = self.strength
+        self.risks[value] = math.log((s[0] + a * prior) / (s[1] + a))
+
+    @property
+    def prior(self) -> float:
+        f, n, _ = self._global
+        return f / n
+
+
+@dataclass
+class RiskTables:
+    """Label-derived risk per merchant, category and country; may be shared by builders."""
+
+    merchant: LabelRisk = field(default_factory=LabelRisk)
+    category: LabelRisk = field(default_factory=LabelRisk)
+    country: LabelRisk = field(default_factory=LabelRisk)
 
 
 @dataclass(slots=True)
@@ -129,23 +214,65 @@ class Vocabulary:
 
 
 class CardStore:
-    """Per-card state with a size bound; the least recently seen card is evicted first."""
+    """Per-card state with a size bound; the least recently seen card is evicted first.
+
+    `cards` maps card id -> slot in recency order (dict order); the state itself lives in
+    numpy arrays indexed by slot, so a batch updates it with array operations.
+    """
 
     def __init__(self, max_cards: int) -> None:
         self.max_cards = max_cards
-        self.cards: dict[str, CardState] = {}
+        self.cards: dict[str, int] = {}
         self.evicted = 0
+        self.numeric = np.zeros((0, _NUMERIC))
+        self.keys = np.zeros((0, _KEYS), dtype=np.int64)
+        self._free: list[int] = []
+        self._next = 0
 
     def __len__(self) -> int:
         return len(self.cards)
 
-    def pop(self, card_id: str) -> CardState | None:
-        return self.cards.pop(card_id, None)
+    def _grow(self, need: int) -> None:
+        size = max(need, 2 * len(self.numeric), 1024)
+        numeric = np.zeros((size, _NUMERIC))
+        keys = np.zeros((size, _KEYS), dtype=np.int64)
+        numeric[: len(self.numeric)] = self.numeric
+        keys[: len(self.keys)] = self.keys
+        self.numeric, self.keys = numeric, keys
 
-    def put(self, card_id: str, state: CardState) -> None:
-        # Re-inserting keeps dict order = recency order, so eviction takes the oldest.
-        self.cards[card_id] = state
-        self.trim()
+    def assign(self, card_ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Slots of the cards, whether each record is the card's first sighting, and the
+        number of earlier records of the same card in this batch. Marks them most recent."""
+        cards = self.cards
+        pop = cards.pop
+        free = self._free
+        slots: list[int] = []
+        add = slots.append
+        new: list[int] = []
+        for i, card_id in enumerate(card_ids):
+            slot = pop(card_id, None)
+            if slot is None:
+                if free:
+                    slot = free.pop()
+                else:
+                    slot = self._next
+                    self._next += 1
+                new.append(i)
+            cards[card_id] = slot  # re-inserted: dict order = recency order
+            add(slot)
+        if self._next > len(self.numeric):
+            self._grow(self._next)
+        slot_arr = np.array(slots, dtype=np.int64)
+        first = np.zeros(len(slots), dtype=bool)
+        first[new] = True
+        # Rank of each record among the batch's records of its card (stable: batch order).
+        order = np.argsort(slot_arr, kind="stable")
+        ranked = slot_arr[order]
+        starts = np.r_[0, np.nonzero(np.diff(ranked))[0] + 1]
+        rank = np.arange(len(slots)) - np.repeat(starts, np.diff(np.r_[starts, len(slots)]))
+        occurrence = np.empty(len(slots), dtype=np.int64)
+        occurrence[order] = rank
+        return slot_arr, first, occurrence
 
     def trim(self) -> None:
         """Evict least recently seen cards down to the bound (called once per batch)."""
@@ -154,82 +281,189 @@ class CardStore:
             return
         cards = self.cards
         for key in [k for k, _ in zip(cards, range(excess), strict=False)]:
-            del cards[key]
+            self._free.append(cards.pop(key))
         self.evicted += excess
+
+    def clear(self) -> None:
+        self.cards.clear()
+        self._free.clear()
+        self._next = 0
+
+
+def _epoch(at: datetime | float) -> float:
+    return at.timestamp() if isinstance(at, datetime) else float(at)
 
 
 class FeatureBuilder:
-    """Builds features for transactions, updating per-card state as it goes."""
+    """Builds features for transactions, updating per-card state as it goes.
+
+    Labels feed the risk features through `observe_label`, at the time they arrive; without
+    labels those features stay at the prior (a constant the model learns nothing from).
+    """
 
     def __init__(
         self,
         max_cards: int = 2_000_000,
         categories: Vocabulary | None = None,
         channels: Vocabulary | None = None,
+        risk: RiskTables | None = None,
     ) -> None:
         self.store = CardStore(max_cards)
-        # Vocabularies may be shared by the builders of several partitions.
+        # Vocabularies and risk tables may be shared by the builders of several partitions.
         self.categories = categories or Vocabulary("merchant_category")
         self.channels = channels or Vocabulary("channel")
+        self.risk = risk or RiskTables()
+
+    def observe_label(self, tx: Transaction, is_fraud: bool, at: datetime | float) -> None:
+        """Learn from a label that arrived at `at` for transaction `tx` (risk features)."""
+        t = _epoch(at)
+        risk = self.risk
+        risk.merchant.observe(tx.merchant_id, is_fraud, t)
+        risk.category.observe(tx.merchant_category, is_fraud, t)
+        risk.country.observe(tx.country, is_fraud, t)
 
     def build(self, transactions: Iterable[Transaction]) -> FeatureBatch:
-        # The per-record loop does only what needs per-card state; everything that is a pure
-        # function of a column (logs, calendar fields) is computed on whole arrays after it.
-        amounts: list[float] = []
-        stamps: list[float] = []
-        gaps: list[float] = []
-        prev_amounts: list[float] = []
-        velocities: list[float] = []
-        changed: list[float] = []
-        sparse: list[tuple[str, ...]] = []
-        cards = self.store.cards
-        pop = cards.pop
+        # Python touches each record only to read its fields, find its card's slot and look up
+        # its one-hot keys and risks; the per-card arithmetic runs on arrays, in rounds: round
+        # r holds each card's r-th record of the batch, so a card's records still see each
+        # other in order.
+        txs = transactions if isinstance(transactions, list) else list(transactions)
+        n = len(txs)
+        out = np.empty((n, len(DENSE_FEATURES)), dtype=np.float64)
+        if n == 0:
+            return FeatureBatch(out, [])
+        ts = np.array([tx.timestamp.timestamp() for tx in txs])
+        amount = np.array([tx.amount for tx in txs], dtype=np.float64)
+        countries = [tx.country for tx in txs]
+        merchants = [tx.merchant_id for tx in txs]
+        categories = [tx.merchant_category for tx in txs]
+        channels = [tx.channel for tx in txs]
+        store = self.store
+        slots, first, occurrence = store.assign([tx.card_id for tx in txs])
+        # Python's string hash (per process, like the state itself); 0 is reserved for none.
+        country_h = np.array(
+            [(hash(c) or 1) if c is not None else 0 for c in countries], dtype=np.int64
+        )
+        merchant_h = np.array(
+            [(hash(m) or 1) if m is not None else 0 for m in merchants], dtype=np.int64
+        )
+
+        days = np.floor(ts / 86400.0)
+        hour = np.floor((ts - days * 86400.0) / 3600.0)
+        hour_i = hour.astype(np.int64)
+        log_amount = np.log1p(amount)
+        out[:, 0] = amount
+        out[:, 1] = log_amount
+        out[:, 2] = hour
+        out[:, 3] = (days + 3.0) % 7.0  # 1970-01-01 was a Thursday; Monday = 0
+        out[:, 4] = hour < 6.0
+        out[:, 6] = first
+
+        rounds = int(occurrence.max()) + 1
+        for r in range(rounds):
+            idx = np.nonzero(occurrence == r)[0] if rounds > 1 else np.arange(n)
+            self._round(out, idx, slots[idx], first[idx], ts[idx], amount[idx],
+                        log_amount[idx], hour_i[idx], country_h[idx], merchant_h[idx])  # fmt: skip
+        store.trim()
+
+        risk = self.risk
+        for col, table, values in (
+            (17, risk.merchant, merchants),
+            (18, risk.category, categories),
+            (19, risk.country, countries),
+        ):
+            if table.risks:
+                get, default = table.risks.get, table.default
+                out[:, col] = [get(v, default) for v in values]
+            else:  # until a label arrives every value is at the prior
+                out[:, col] = table.default
         cat_keys, chan_keys = self.categories.keys, self.channels.keys
         cat_key, chan_key = self.categories.key, self.channels.key
-        exp = math.exp
-        for tx in transactions:
-            ts = tx.timestamp.timestamp()
-            amount = tx.amount
-            country = tx.country
-            prev = pop(tx.card_id, None)
-            if prev is None:
-                gaps.append(-1.0)  # marks a first sighting
-                prev_amounts.append(amount)
-                velocity = 1.0
-                changed.append(0.0)
-                cards[tx.card_id] = (ts, amount, velocity, country)
-            else:
-                last_ts, last_amount, last_velocity, last_country = prev
-                # Out-of-order events give a negative gap: treat them as simultaneous.
-                gap = ts - last_ts if ts > last_ts else 0.0
-                gaps.append(gap)
-                prev_amounts.append(last_amount)
-                velocity = last_velocity * exp(-gap / VELOCITY_TAU_S) + 1.0
-                changed.append(
-                    1.0
-                    if country is not None and last_country is not None and country != last_country
-                    else 0.0
-                )
-                cards[tx.card_id] = (
-                    ts if ts > last_ts else last_ts,
-                    amount,
-                    velocity,
-                    country or last_country,
-                )
-            amounts.append(amount)
-            stamps.append(ts)
-            velocities.append(velocity)
-            cat = cat_keys.get(tx.merchant_category) or cat_key(tx.merchant_category)
-            channel = tx.channel
-            if channel is None:
-                sparse.append((cat,))
-            else:
-                sparse.append((cat, chan_keys.get(channel) or chan_key(channel)))
-        self.store.trim()
-        return FeatureBatch(
-            _assemble(amounts, stamps, gaps, prev_amounts, velocities, changed), sparse
+        cats = [cat_keys.get(c) or cat_key(c) for c in categories]
+        sparse = [
+            (k,) if c is None else (k, chan_keys.get(c) or chan_key(c))
+            for k, c in zip(cats, channels, strict=True)
+        ]
+        return FeatureBatch(out, sparse)
+
+    def _round(
+        self,
+        out: np.ndarray,
+        idx: np.ndarray,
+        slots: np.ndarray,
+        first: np.ndarray,
+        ts: np.ndarray,
+        amount: np.ndarray,
+        la: np.ndarray,
+        hour: np.ndarray,
+        country: np.ndarray,
+        merchant: np.ndarray,
+    ) -> None:
+        """Features and new state of records of distinct cards (at most one per card)."""
+        store = self.store
+        s = store.numeric[slots]
+        k = store.keys[slots]
+        seen = ~first
+        hc, hs = _HOUR_COS[hour], _HOUR_SIN[hour]
+        # Out-of-order events give a negative gap: treat them as simultaneous.
+        gap = np.where(seen, np.maximum(ts - s[:, _LAST_TS], 0.0), 0.0)
+        e24 = np.exp(gap / -VELOCITY_DAY_TAU_S)
+        v1 = np.where(seen, s[:, _V1] * np.exp(gap / -VELOCITY_TAU_S) + 1.0, 1.0)
+        v24 = np.where(seen, s[:, _V24] * e24 + 1.0, 1.0)
+        s24 = np.where(seen, s[:, _S24] * e24 + amount, amount)
+        mean, var, gap_mean = s[:, _MEAN], s[:, _VAR], s[:, _GAP_MEAN]
+        d = la - mean
+        lg = np.log1p(gap)
+        has_gap = seen & (gap_mean >= 0.0)
+        out[idx, 5] = np.log1p(np.where(first, FIRST_SEEN_GAP_S, np.minimum(gap, FIRST_SEEN_GAP_S)))
+        out[idx, 7] = np.where(seen, la - np.log1p(s[:, _LAST_AMOUNT]), 0.0)
+        out[idx, 8] = v1
+        out[idx, 10] = v24
+        out[idx, 11] = np.log1p(s24)
+        out[idx, 12] = np.where(seen, d / np.sqrt(var + AMOUNT_VAR_FLOOR), 0.0)
+        out[idx, 13] = np.where(has_gap, lg - gap_mean, 0.0)
+        out[idx, 14] = np.where(seen, 1.0 - hc * s[:, _HC] - hs * s[:, _HS], 0.0)
+
+        has_country = country != 0
+        last_country = k[:, _KEY_COUNTRY]
+        recent_c = k[:, _COUNTRIES]
+        known_c = (recent_c == country[:, None]).any(axis=1)
+        out[idx, 9] = seen & has_country & (last_country != 0) & (country != last_country)
+        out[idx, 15] = seen & has_country & ~known_c & (recent_c[:, 0] != 0)
+        recent_m = k[:, _MERCHANTS]
+        has_merchant = merchant != 0
+        known_m = (recent_m == merchant[:, None]).any(axis=1)
+        out[idx, 16] = seen & has_merchant & ~known_m & (recent_m[:, 0] != 0)
+
+        # New state. Running habits: a plain mean for the first transactions, then exponential.
+        a = np.maximum(1.0 / (s[:, _N] + 1.0), HABIT_ALPHA)
+        new = np.empty_like(s)
+        new[:, _LAST_TS] = np.where(seen, np.maximum(ts, s[:, _LAST_TS]), ts)
+        new[:, _LAST_AMOUNT] = amount
+        new[:, _V1] = v1
+        new[:, _V24] = v24
+        new[:, _S24] = s24
+        new[:, _MEAN] = np.where(seen, mean + a * d, la)
+        new[:, _VAR] = np.where(seen, (1.0 - a) * (var + a * d * d), 0.0)
+        new[:, _GAP_MEAN] = np.where(
+            seen, np.where(gap_mean < 0.0, lg, gap_mean + a * (lg - gap_mean)), -1.0
         )
+        new[:, _N] = np.where(seen, s[:, _N] + 1.0, 1.0)
+        new[:, _HC] = np.where(seen, s[:, _HC] + a * (hc - s[:, _HC]), hc)
+        new[:, _HS] = np.where(seen, s[:, _HS] + a * (hs - s[:, _HS]), hs)
+        store.numeric[slots] = new
+
+        # A first sighting starts from empty lists; a new value goes in front.
+        k[first] = 0
+        add_c = has_country & ~(known_c & seen)
+        k[:, _KEY_COUNTRY] = np.where(has_country, country, np.where(seen, last_country, 0))
+        shifted = np.concatenate([country[:, None], k[:, _COUNTRIES][:, :-1]], axis=1)
+        k[:, _COUNTRIES] = np.where(add_c[:, None], shifted, k[:, _COUNTRIES])
+        add_m = has_merchant & ~(known_m & seen)
+        shifted = np.concatenate([merchant[:, None], k[:, _MERCHANTS][:, :-1]], axis=1)
+        k[:, _MERCHANTS] = np.where(add_m[:, None], shifted, k[:, _MERCHANTS])
+        store.keys[slots] = k
 
     def forget(self) -> None:
         """Drop all per-card state (e.g. when this instance's partitions are revoked)."""
-        self.store.cards.clear()
+        self.store.clear()

@@ -70,3 +70,115 @@ def test_category_vocabulary_is_bounded() -> None:
     keys = {k for row in builder.build(txs).sparse for k in row}
     assert len(keys) == MAX_CATEGORY_VALUES + 1
     assert "merchant_category=other" in keys
+
+
+def test_history_features_are_neutral_on_first_sight() -> None:
+    x = FeatureBuilder().build([tx(0, country="FR", merchant_id="m1")]).row_dict(0)
+    for name in (
+        "country_changed",
+        "country_new",
+        "merchant_new",
+        "amount_zscore",
+        "log_gap_vs_usual",
+        "hour_unusual",
+    ):
+        assert x[name] == 0.0, name
+    assert x["velocity_24h"] == 1.0
+    assert x["log_spend_24h"] == math.log1p(10.0)
+
+
+def test_card_habits_drive_the_new_features() -> None:
+    builder = FeatureBuilder()
+    # A daily routine: 12 purchases of ~20 at the same two merchants, at 03:00 UTC, in FR.
+    routine = [
+        tx(i, amount=20.0 + i % 3, dt_s=i * 86400.0, country="FR", merchant_id=f"m{i % 2}")
+        for i in range(12)
+    ]
+    builder.build(routine)
+    usual = builder.build(
+        [tx(20, amount=21.0, dt_s=12 * 86400.0, country="FR", merchant_id="m0")]
+    ).row_dict(0)
+    assert usual["merchant_new"] == 0.0 and usual["country_new"] == 0.0
+    assert abs(usual["amount_zscore"]) < 1.0
+    assert usual["hour_unusual"] < 0.1
+    assert abs(usual["log_gap_vs_usual"]) < 0.5
+    # Twelve hours later, ten times the amount, abroad, at a new merchant.
+    odd = builder.build(
+        [tx(21, amount=210.0, dt_s=12.5 * 86400.0, country="BR", merchant_id="m9")]
+    ).row_dict(0)
+    assert odd["merchant_new"] == 1.0 and odd["country_new"] == 1.0
+    assert odd["country_changed"] == 1.0
+    assert odd["amount_zscore"] > 3.0
+    assert odd["hour_unusual"] > 1.5
+    assert odd["log_gap_vs_usual"] < -0.5
+    assert odd["velocity_24h"] > usual["velocity_24h"]
+    assert odd["log_spend_24h"] > math.log1p(210.0)
+    # Back home: the country changed but is not new to the card.
+    home = builder.build([tx(22, dt_s=12.6 * 86400.0, country="FR")]).row_dict(0)
+    assert home["country_changed"] == 1.0 and home["country_new"] == 0.0
+
+
+def test_bursts_raise_velocity_and_shorten_the_gap() -> None:
+    builder = FeatureBuilder()
+    builder.build([tx(i, dt_s=i * 86400.0) for i in range(5)])
+    rows = builder.build([tx(10 + i, dt_s=5 * 86400.0 + 60.0 * i) for i in range(4)]).dicts()
+    assert rows[-1]["velocity_1h"] > 3.5
+    assert rows[-1]["log_gap_vs_usual"] < -5.0
+
+
+def test_risk_features_use_only_labels_already_observed() -> None:
+    builder = FeatureBuilder()
+    prior = builder.build([tx(0, merchant_id="bad", country="FR")]).row_dict(0)
+    assert prior["merchant_risk"] == prior["category_risk"] == prior["country_risk"]
+    assert prior["merchant_risk"] == math.log(builder.risk.merchant.prior)
+    victims = [tx(i, card=f"v{i}", merchant_id="bad", country="FR") for i in range(1, 11)]
+    builder.build(victims)
+    # Nothing learned before the labels arrive.
+    before = builder.build([tx(50, card="z", merchant_id="bad")]).row_dict(0)
+    assert before["merchant_risk"] == prior["merchant_risk"]
+    for v in victims:
+        builder.observe_label(v, True, T0 + timedelta(hours=1))
+    for i in range(30):
+        builder.observe_label(tx(100 + i, merchant_id="good"), False, T0 + timedelta(hours=1))
+    after = builder.build(
+        [tx(60, card="y", merchant_id="bad"), tx(61, card="w", merchant_id="good")]
+    ).dicts()
+    assert after[0]["merchant_risk"] > math.log(0.2)
+    assert after[1]["merchant_risk"] < math.log(builder.risk.merchant.prior)
+    assert after[0]["merchant_risk"] > after[1]["merchant_risk"]
+
+
+def test_risk_tables_are_bounded_and_shareable() -> None:
+    from scorer.features import LabelRisk, RiskTables
+
+    tables = RiskTables(merchant=LabelRisk(max_keys=5))
+    a, b = FeatureBuilder(risk=tables), FeatureBuilder(risk=tables)
+    for i in range(8):
+        a.observe_label(tx(i, merchant_id=f"m{i}"), i % 2 == 0, float(i))
+    assert len(tables.merchant) == 5 and len(tables.merchant.risks) == 5
+    assert b.build([tx(0, merchant_id="m7")]).row_dict(0)["merchant_risk"] < math.log(
+        tables.merchant.prior
+    )
+
+
+def test_features_do_not_depend_on_batching_or_later_records() -> None:
+    import random
+
+    rng = random.Random(3)
+    txs = [
+        tx(
+            i,
+            card=f"c{rng.randrange(30)}",
+            amount=round(rng.lognormvariate(3, 1), 2),
+            dt_s=i * rng.uniform(1, 900),
+            country=rng.choice(["FR", "US", None]),
+            merchant_id=rng.choice(["m1", "m2", "m3", None]),
+        )
+        for i in range(600)
+    ]
+    whole = FeatureBuilder().build(txs).dense
+    builder = FeatureBuilder()
+    parts = [builder.build(txs[lo : lo + 37]).dense for lo in range(0, 600, 37)]
+    assert (whole == __import__("numpy").concatenate(parts)).all()
+    # A prefix alone gives the same rows: nothing looks ahead.
+    assert (FeatureBuilder().build(txs[:250]).dense == whole[:250]).all()

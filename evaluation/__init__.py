@@ -1,0 +1,12 @@
+"""`fraudstream evaluate`: offline progressive validation of learners on a fraud stream.
+
+- `replay`: generated or recorded streams, serving-time features with labels fed as they
+  arrive, and the progressive replay of each learner (predict, then learn once a label
+  arrives).
+- `learners`: the online River logistic model (the production pipeline), a static copy trained
+  once, River's adaptive random forest, and the ADWIN drift monitor.
+- `metrics`: ROC AUC, average precision, recall at a false-positive rate, precision at a daily
+  review budget, alert statistics.
+- `report`: segments, time windows, recovery after a drift, thresholds, Markdown, JSON, PNG.
+- `run`: the command's entry point.
+"""
