@@ -1,4 +1,13 @@
-"""Reading model snapshots from the compacted `model-updates` topic."""
+"""Reading model snapshots from the compacted `model-updates` topic.
+
+Every snapshot is checked before anything is unpickled: signature (when
+`FRAUDSTREAM_SNAPSHOT_KEY` is set, an unsigned or tampered snapshot is refused), checksum, and
+the format and River version that wrote it. A refused snapshot is counted and logged; the
+model in service stays.
+
+Warm start: when the topic was read to its end and held no valid snapshot (a new or restarted
+broker), the registry's champion is served instead of an untrained model.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,9 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
@@ -14,10 +25,13 @@ from infra.config import Settings
 from infra.kafka import ErrorLogger, common_config
 from schemas.snapshot import Snapshot, SnapshotError, decode_snapshot
 
+if TYPE_CHECKING:
+    from infra.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 
-def _snapshot_consumer(settings: Settings) -> Consumer:
+def snapshot_consumer(settings: Settings) -> Consumer:
     conf = {
         **common_config(settings),
         # Never commits: every reader replays the compacted topic from the start.
@@ -39,11 +53,27 @@ def _snapshot_consumer(settings: Settings) -> Consumer:
     return consumer
 
 
+def check_snapshot(snapshot: Snapshot, key: bytes | None) -> None:
+    """Everything checked before a snapshot from outside is loaded. Raises SnapshotError."""
+    snapshot.verify(key)
+    snapshot.check_compatible()
+
+
+def _key_of(settings: Settings) -> bytes | None:
+    key = settings.snapshot_key
+    return key.get_secret_value().encode() if key is not None else None
+
+
 class ModelWatcher:
     """Background thread following `model-updates`; calls `on_snapshot` for each newer version.
 
-    `ready` is set once the topic has been read to its end, so a starting scorer can wait
-    for the latest model instead of scoring with an untrained one.
+    `ready` is set once the topic has been read to its end (and, if it held nothing valid,
+    once the registry champion was tried), so a starting scorer can wait for the latest model
+    instead of scoring with an untrained one.
+
+    Refusals are counted in `refused` (by reason) and in `metrics.snapshots_refused`; with no
+    `metrics` given, those of the object `on_snapshot` is bound to are used if it has any
+    (the scorer passes its `_load_snapshot`).
     """
 
     def __init__(
@@ -51,12 +81,21 @@ class ModelWatcher:
         settings: Settings,
         on_snapshot: Callable[[Snapshot], None],
         min_version: int = 0,
+        *,
+        metrics: Metrics | None = None,
+        warm_start: bool | None = None,
     ) -> None:
         self.settings = settings
         self.on_snapshot = on_snapshot
         self.version = min_version
         self.ready = threading.Event()
         self.rejected = 0
+        self.refused: Counter[str] = Counter()
+        # Where the model in service came from: None (nothing loaded), "topic" or "registry".
+        self.source: str | None = None
+        self.key = _key_of(settings)
+        self.warm_start = settings.registry.warm_start if warm_start is None else warm_start
+        self.metrics = metrics if metrics is not None else _metrics_of(on_snapshot)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
 
@@ -69,7 +108,7 @@ class ModelWatcher:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        consumer = _snapshot_consumer(self.settings)
+        consumer = snapshot_consumer(self.settings)
         eof: set[int] = set()
         n_partitions = len(consumer.assignment())
         try:
@@ -81,11 +120,47 @@ class ModelWatcher:
                     if msg.error().code() == KafkaError._PARTITION_EOF:
                         eof.add(msg.partition())
                         if len(eof) >= n_partitions and not self.ready.is_set():
+                            if self.source is None and self.warm_start:
+                                self._warm_start()
                             self.ready.set()
                     continue
                 self._handle(msg.key(), msg.value())
         finally:
             consumer.close()
+
+    def _warm_start(self) -> None:
+        from infra.registry import champion_snapshot
+
+        started = time.monotonic()
+        try:
+            snapshot = champion_snapshot(self.settings)
+        except SnapshotError as exc:
+            self._refuse(exc, None, "registry champion")
+            return
+        except Exception as exc:  # noqa: BLE001  registry down: serve what we have
+            log.warning("warm start: registry champion unavailable (%s)", exc)
+            return
+        if snapshot is None:
+            log.info(
+                "%s is empty and the registry has no champion", self.settings.topics.model_updates
+            )
+            return
+        try:
+            self.on_snapshot(snapshot)
+        except Exception as exc:  # noqa: BLE001  a bad model must not kill serving
+            self._refuse(_as_error(exc), snapshot, "registry champion")
+            return
+        self.version = snapshot.version
+        self.source = "registry"
+        log.info(
+            "warm start: %s is empty, serving the registry champion (version %s, snapshot v%d, "
+            "%d labels learned) after %.1f s",
+            self.settings.topics.model_updates,
+            snapshot.registry_version,
+            snapshot.version,
+            snapshot.labels_learned,
+            time.monotonic() - started,
+        )
 
     def _handle(self, key: bytes | None, value: bytes | None) -> None:
         if key is not None and key.decode("utf-8", "replace") != self.settings.model.name:
@@ -93,26 +168,66 @@ class ModelWatcher:
         try:
             snapshot = decode_snapshot(value)
         except SnapshotError as exc:
-            self.rejected += 1
-            log.warning("model-updates: refused a snapshot: %s", exc)
+            self._refuse(exc, None)
             return
-        if snapshot.version <= self.version:
+        # A champion from the registry only bridges until the trainer publishes: its first
+        # snapshot is taken whatever its number (it may have started from zero).
+        if snapshot.version <= self.version and self.source != "registry":
             return
         try:
+            check_snapshot(snapshot, self.key)
             self.on_snapshot(snapshot)
-        except (SnapshotError, Exception) as exc:  # noqa: BLE001  a bad model must not kill serving
-            self.rejected += 1
-            log.warning("model-updates: could not load v%d: %s", snapshot.version, exc)
+        except Exception as exc:  # noqa: BLE001  a bad model must not kill serving
+            self._refuse(_as_error(exc), snapshot)
             return
         self.version = snapshot.version
+        self.source = "topic"
+
+    def _refuse(self, exc: SnapshotError, snapshot: Snapshot | None, what: str = "") -> None:
+        self.rejected += 1
+        self.refused[exc.reason] += 1
+        if self.metrics is not None:
+            self.metrics.snapshots_refused.labels(exc.reason).inc()
+        subject = what or (f"snapshot v{snapshot.version}" if snapshot is not None else "a record")
+        serving = f"v{self.version}" if self.source is not None else "the model it has"
+        log.warning(
+            "model-updates: refused %s (%s): %s; still serving %s",
+            subject,
+            exc.reason,
+            exc,
+            serving,
+        )
 
 
-def read_latest_snapshot(settings: Settings, timeout_s: float = 15.0) -> Snapshot | None:
-    """The newest valid snapshot of the configured model, or None if there is none."""
+def _as_error(exc: Exception) -> SnapshotError:
+    if isinstance(exc, SnapshotError):
+        return exc
+    return SnapshotError(f"could not load: {exc}", "load_failed")
+
+
+def _metrics_of(on_snapshot: Callable[[Snapshot], None]) -> Metrics | None:
+    from infra.metrics import Metrics
+
+    owner = getattr(on_snapshot, "__self__", None)
+    metrics = getattr(owner, "metrics", None)
+    return metrics if isinstance(metrics, Metrics) else None
+
+
+def read_latest_snapshot(
+    settings: Settings, timeout_s: float = 15.0, warm_start: bool | None = None
+) -> Snapshot | None:
+    """The newest valid snapshot of the configured model, or None if there is none.
+
+    With `warm_start` (default: `registry.warm_start`), an empty topic yields the registry's
+    champion (`origin == "registry"`, no input offsets) when there is one.
+    """
     latest: list[Snapshot] = []
-    watcher = ModelWatcher(settings, latest.append)
+    watcher = ModelWatcher(settings, latest.append, warm_start=warm_start)
     watcher.start()
+    # The registry may be slow to answer (a server starting): allow it time on top.
     deadline = time.monotonic() + timeout_s
+    if watcher.warm_start:
+        deadline += 2 * settings.registry.request_timeout_s
     while not watcher.ready.is_set() and time.monotonic() < deadline:
         time.sleep(0.05)
     watcher.stop()

@@ -74,6 +74,10 @@ class Snapshot(BaseModel):
     origin: str = "trainer"
     # The Model Registry version this snapshot came from (rollback, warm start), if any.
     registry_version: int | None = None
+    # Which learner this is (champion and challengers; None: the configured model) and the
+    # model settings it learns with.
+    candidate: str | None = None
+    hyperparameters: dict[str, float | str] = Field(default_factory=dict)
     sha256: str
     model_b64: str
     signature: str | None = None
@@ -186,6 +190,8 @@ def make_snapshot(
     key: bytes | None = None,
     origin: str = "trainer",
     registry_version: int | None = None,
+    candidate: str | None = None,
+    hyperparameters: dict[str, float | str] | None = None,
 ) -> Snapshot:
     raw = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     snapshot = Snapshot(
@@ -200,6 +206,8 @@ def make_snapshot(
         library_versions=library_versions(),
         origin=origin,
         registry_version=registry_version,
+        candidate=candidate,
+        hyperparameters=hyperparameters or {},
         sha256=hashlib.sha256(raw).hexdigest(),
         model_b64=base64.b64encode(raw).decode("ascii"),
     )

@@ -3,54 +3,121 @@
 `predict` takes a pandas DataFrame either of feature vectors (columns as in `Score.features`;
 the same probabilities as the live scorer) or of raw transactions in the wire format (then
 features are built with empty per-card history). It returns the probability of fraud.
+
+The model's one artifact is `snapshot.json`: the exact `model-updates` record it was logged
+from. Loading checks its checksum and the River version that wrote it (and its signature when
+`FRAUDSTREAM_SNAPSHOT_KEY` is set) before unpickling.
+
+The signature lists every column either form may have, all optional: the raw transaction
+fields, the dense features, and the one-hot features the model has weights for (a one-hot
+column the model never saw carries no weight, so MLflow dropping it changes nothing).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import pickle
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
 
 from schemas import Transaction
-from scorer.features import FeatureBuilder
+from schemas.snapshot import decode_snapshot
+from scorer.features import DENSE_FEATURES, FeatureBuilder
 from scorer.model import predict_one
 
 RAW_COLUMNS = {"transaction_id", "card_id", "amount", "merchant_category", "timestamp"}
+RAW_STRINGS = (
+    "transaction_id",
+    "card_id",
+    "merchant_category",
+    "timestamp",
+    "currency",
+    "merchant_id",
+    "country",
+    "channel",
+)
+INPUT_EXAMPLE = {
+    "transaction_id": "t1",
+    "card_id": "c1",
+    "amount": 950.0,
+    "merchant_category": "jewelry",
+    "timestamp": "2026-11-22T03:10:00Z",
+    "country": "BR",
+    "channel": "online",
+}
+
+
+def model_features(pipeline: Any) -> list[str]:
+    """Every feature the model scores with: the dense ones, then one-hot keys it learned."""
+    dense = list(DENSE_FEATURES)
+    known = set(dense)
+    learned: set[str] = set()
+    for step in getattr(pipeline, "steps", {}).values():
+        for attr in ("weights", "means"):
+            values = getattr(step, attr, None)
+            if isinstance(values, dict):
+                learned.update(str(k) for k in values)
+    return dense + sorted(learned - known)
+
+
+def model_signature(pipeline: Any) -> ModelSignature:
+    cols = [ColSpec("string", name, required=False) for name in RAW_STRINGS]
+    # `amount` is in both forms; a transaction's JSON amount may be an integer (int64 column),
+    # which MLflow would refuse to convert to double.
+    cols.append(ColSpec(AnyType(), "amount", required=False))
+    cols += [
+        ColSpec("double", name, required=False)
+        for name in model_features(pipeline)
+        if name != "amount"
+    ]
+    return ModelSignature(inputs=Schema(cols), outputs=Schema([ColSpec("double")]))
+
+
+def input_example() -> pd.DataFrame:
+    return pd.DataFrame([INPUT_EXAMPLE])
+
+
+def _present(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v)) and v is not pd.NA
 
 
 def _feature_rows(df: pd.DataFrame) -> list[dict[str, float]]:
-    rows = []
-    for record in df.to_dict(orient="records"):
-        # One-hot columns absent from a record arrive as NaN: the record did not have them.
-        rows.append(
-            {
-                str(k): float(v)
-                for k, v in record.items()
-                if v is not None and not (isinstance(v, float) and math.isnan(v))
-            }
-        )
-    return rows
+    # One-hot columns absent from a record arrive as NaN: the record did not have them.
+    return [
+        {str(k): float(v) for k, v in record.items() if _present(v)}
+        for record in df.to_dict(orient="records")
+    ]
 
 
 def _raw_rows(df: pd.DataFrame) -> list[dict[str, float]]:
-    records = df.to_dict(orient="records")
     txs = [
-        Transaction.model_validate(
-            {k: v for k, v in r.items() if not (isinstance(v, float) and math.isnan(v))}
-        )
-        for r in records
+        Transaction.model_validate({k: v for k, v in r.items() if _present(v)})
+        for r in df.to_dict(orient="records")
     ]
     return FeatureBuilder().build(txs).dicts()
 
 
 class FraudModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        with open(context.artifacts["pipeline"], "rb") as f:
-            self.pipeline = pickle.load(f)
+        artifacts = context.artifacts
+        self.version: int | None = None
+        if "snapshot" in artifacts:
+            with open(artifacts["snapshot"], "rb") as f:
+                snapshot = decode_snapshot(f.read())
+            key = os.environ.get("FRAUDSTREAM_SNAPSHOT_KEY")
+            snapshot.verify(key.encode() if key else None)
+            self.pipeline = snapshot.load_model()
+            self.version = snapshot.version
+        else:  # models logged before snapshots were (a bare pickle)
+            with open(artifacts["pipeline"], "rb") as f:
+                self.pipeline = pickle.load(f)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
         if RAW_COLUMNS.issubset(model_input.columns):
