@@ -72,6 +72,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="Kafka cluster (default: $FRAUDSTREAM_BOOTSTRAP_SERVERS, else the embedded broker)",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object a line"
+    )
 
 
 def _metrics_port(p: argparse.ArgumentParser, default_help: str) -> None:
@@ -157,6 +160,67 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=_positive(float), help="labels/s (default: as fast as possible)"
     )
     replay.add_argument("--no-progress", action="store_true")
+
+    ev = sub.add_parser(
+        "evaluate", help="offline progressive evaluation of learners on a generated or own stream"
+    )
+    _common(ev)
+    src = ev.add_argument_group("stream (default: generated)")
+    src.add_argument("--transactions", type=Path, metavar="FILE", help="Transaction JSON lines")
+    src.add_argument("--labels", type=Path, metavar="FILE", help="Label rows, JSONL or CSV")
+    src.add_argument(
+        "--label-delay",
+        type=_non_negative,
+        metavar="S",
+        help="label arrival = transaction time + S where a label has no labeled_at "
+        "(generated: mean delay, default 86400)",
+    )
+    src.add_argument("--count", type=_positive(int), default=300_000, help="generated records")
+    src.add_argument("--days", type=_positive(float), default=30.0, help="generated time span")
+    src.add_argument("--seed", type=int, default=42)
+    src.add_argument("--fraud-rate", type=_fraction, default=0.005)
+    src.add_argument("--label-coverage", type=_fraction, default=0.9)
+    src.add_argument("--cards", type=_positive(int), default=5000)
+    src.add_argument("--merchants", type=_positive(int), default=800)
+    src.add_argument(
+        "--drift-at",
+        type=_fraction,
+        metavar="F",
+        help="switch the generated fraud mix after this fraction of the stream (own files: "
+        "only marks it)",
+    )
+    lrn = ev.add_argument_group("learners")
+    lrn.add_argument(
+        "--learners", nargs="+", choices=["online", "static", "forest"], metavar="NAME"
+    )
+    lrn.add_argument("--static-part", type=_fraction, default=0.25, metavar="F")
+    lrn.add_argument("--drift-reaction", choices=["none", "boost", "reset"], default="none")
+    lrn.add_argument("--learning-rate", type=_positive(float), help="default: settings")
+    lrn.add_argument("--fraud-weight", type=_positive(float), help="default: settings")
+    lrn.add_argument("--forest-models", type=_positive(int), default=6)
+    lrn.add_argument("--legit-sample", type=_fraction, default=0.1, metavar="F")
+    lrn.add_argument("--jobs", type=_positive(int), help="parallel learners (default: cores)")
+    rep = ev.add_argument_group("report")
+    rep.add_argument("--threshold", type=_fraction, help="default: scorer threshold setting")
+    rep.add_argument("--alert-rate", type=_fraction, default=0.01, metavar="F")
+    rep.add_argument("--fpr", type=_fraction, default=0.01, metavar="F")
+    rep.add_argument("--daily-budget", type=_positive(int), default=100, metavar="N")
+    rep.add_argument("--window-days", type=_positive(float), metavar="D")
+    rep.add_argument("--chunk-frauds", type=_positive(int), default=50, metavar="N")
+    rep.add_argument("--out", type=Path, default=Path("evaluation-out"), metavar="DIR")
+    rep.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+
+    model = sub.add_parser("model", help="the MLflow Model Registry: list versions, roll back")
+    msub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    mlist = msub.add_parser("list", help="registry versions, newest first, with their lineage")
+    _common(mlist)
+    rollback = msub.add_parser(
+        "rollback",
+        help="serve an earlier registry version again: scorers load it at once, the trainer "
+        "learns on from it, the champion alias moves to it",
+    )
+    _common(rollback)
+    rollback.add_argument("version", type=_positive(int), metavar="VERSION")
     return parser
 
 
@@ -330,6 +394,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from evaluation.learners import LEARNERS
+    from evaluation.replay import StreamError
+    from evaluation.report import ReportOptions
+    from evaluation.run import EvaluateOptions, run_evaluation
+
+    settings = _settings(args)
+    model = settings.model.model_copy(
+        update={
+            k: v
+            for k, v in (("learning_rate", args.learning_rate), ("fraud_weight", args.fraud_weight))
+            if v is not None
+        }
+    )
+    threshold = args.threshold if args.threshold is not None else settings.scorer.threshold
+    options = EvaluateOptions(
+        transactions=args.transactions,
+        labels=args.labels,
+        label_delay_s=args.label_delay,
+        count=args.count,
+        days=args.days,
+        seed=args.seed,
+        fraud_rate=args.fraud_rate,
+        label_coverage=args.label_coverage,
+        n_cards=args.cards,
+        n_merchants=args.merchants,
+        drift_at=args.drift_at,
+        learners=tuple(args.learners) if args.learners else LEARNERS,
+        static_part=args.static_part,
+        model=model,
+        drift_reaction=args.drift_reaction,
+        forest_models=args.forest_models,
+        legit_sample=args.legit_sample,
+        jobs=args.jobs,
+        report=ReportOptions(
+            fpr=args.fpr,
+            daily_budget=args.daily_budget,
+            threshold=threshold,
+            alert_rate=args.alert_rate,
+            window_days=args.window_days,
+            chunk_frauds=args.chunk_frauds,
+        ),
+        out_dir=args.out,
+        json_path=args.json,
+    )
+    try:
+        result = run_evaluation(options, on_error=lambda m: print(m, file=sys.stderr))
+    except StreamError as exc:
+        raise UsageError(str(exc)) from None
+    print(result.markdown)
+    print("wrote " + ", ".join(str(p) for p in result.files.values()))
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from fraudstream.up import UpOptions, run_up
 
@@ -348,6 +466,56 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_up(settings, options)
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from infra import registry
+
+    settings = _settings(args)
+    try:
+        if args.model_command == "list":
+            versions, aliases = registry.list_versions(settings)
+            if not versions:
+                print(
+                    f"no versions of {registry.registry_name(settings)} at {settings.mlflow_uri()}"
+                )
+                return 0
+            by_version: dict[str, list[str]] = {}
+            for alias, version in aliases.items():
+                by_version.setdefault(version, []).append(alias)
+            head = ("version", "aliases", "snapshot", "labels", "roc_auc", "created", "origin")
+            print("{:>7}  {:<12} {:>8} {:>9} {:>7}  {:<19}  {}".format(*head))
+            for mv in versions:
+                tags = mv.tags or {}
+                auc = tags.get("metric.roc_auc")
+                created = datetime.fromtimestamp(mv.creation_timestamp / 1000)
+                print(
+                    f"{mv.version:>7}  {','.join(by_version.get(str(mv.version), [])):<12} "
+                    f"{'v' + tags.get('snapshot_version', '?'):>8} "
+                    f"{tags.get('labels_learned', '?'):>9} "
+                    f"{float(auc) if auc else float('nan'):>7.3f}  "
+                    f"{created:%Y-%m-%d %H:%M:%S}  {tags.get('origin', '?')}"
+                )
+            return 0
+        from infra.kafka import check_reachable, check_topics
+
+        check_reachable(settings)
+        check_topics(settings, [settings.topics.model_updates])
+        snapshot = registry.rollback(settings, args.version)
+    except registry.RegistryError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("mlflow"):
+            raise UsageError(f"MLflow at {settings.mlflow_uri()}: {exc}") from None
+        raise
+    print(
+        f"rolled back to registry version {args.version}: published as snapshot "
+        f"v{snapshot.version} on {settings.topics.model_updates}; "
+        f"{settings.registry.champion_alias} -> {args.version}"
+    )
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": cmd_up,
     "broker": cmd_broker,
@@ -357,6 +525,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "replay-labels": cmd_replay_labels,
     "bench": cmd_bench,
+    "evaluate": cmd_evaluate,
+    "model": cmd_model,
 }
 
 
@@ -367,11 +537,9 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from infra.logs import configure
+
+    configure(args.log_level, getattr(args, "log_format", "text"))
     from infra.broker import BrokerError
     from infra.kafka import BrokerUnreachable, MissingTopics
     from producer.replay import ReplayError

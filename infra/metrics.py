@@ -214,6 +214,17 @@ class Metrics:
             "Metric points and models waiting to be logged to MLflow",
             registry=r,
         )
+        self.promotions = Counter(
+            "fraudstream_promotions_total",
+            "Challengers promoted to champion (the model the trainer publishes)",
+            registry=r,
+        )
+        self.challenger_roc_auc = Gauge(
+            "fraudstream_challenger_roc_auc",
+            "Rolling ROC AUC of each challenger, evaluated before learning",
+            ["candidate"],
+            registry=r,
+        )
 
     def set_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(group, topic, str(partition)).set(lag)

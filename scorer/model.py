@@ -90,6 +90,29 @@ class CompiledModel:
             return np.zeros(0)
         return _sigmoid(self.logits(batch))
 
+    def reasons(self, batch: FeatureBatch, top: int = 3) -> list[list[tuple[str, float]]]:
+        """Per record, the `top` features that pushed its logit up most, with their signed
+        contributions w * (x - mean) / std (they and the intercept sum to the logit)."""
+        n = len(batch)
+        if n == 0:
+            return []
+        contrib = ((batch.dense - self.mean) * self.inv_std) * self.weight
+        k = min(top, contrib.shape[1])
+        idx = np.argpartition(-contrib, k - 1, axis=1)[:, :k]
+        values = np.take_along_axis(contrib, idx, axis=1)
+        out: list[list[tuple[str, float]]] = []
+        names = DENSE_FEATURES
+        sparse = self.sparse
+        for row_idx, row_val, keys in zip(idx.tolist(), values.tolist(), batch.sparse, strict=True):
+            cands = [(names[j], v) for j, v in zip(row_idx, row_val, strict=True) if v > 0.0]
+            for key in keys:
+                v = sparse.get(key, 0.0)
+                if v > 0.0:
+                    cands.append((key, v))
+            cands.sort(key=lambda kv: kv[1], reverse=True)
+            out.append(cands[:top])
+        return out
+
 
 def predict_one(pipeline: compose.Pipeline, features: dict[str, float]) -> float:
     """River's own probability of fraud for one feature dict (the reference path)."""

@@ -64,7 +64,7 @@ class Scorer:
         self.consumer: Consumer = make_consumer(
             settings, self.cfg.group_id, "scorer consumer", on_lag=metrics.set_lag
         )
-        self.watcher = ModelWatcher(settings, self._load_snapshot)
+        self.watcher = ModelWatcher(settings, self._load_snapshot, metrics=metrics)
         metrics.model_version.set(0)
         metrics.model_age.set_function(lambda: time.time() - self.serving.trained_at)
         # Dead letters are logged as a summary at most every DLQ_LOG_EVERY_S, not per record.
@@ -224,13 +224,16 @@ class Scorer:
         add_ts = event_ts.append
         dumps = orjson.dumps
         names = DENSE_FEATURES
-        for (msg, tx), row, keys, p, flag in zip(
-            items,
-            batch.dense.tolist(),
-            batch.sparse,
-            probs.tolist(),
-            flags.tolist(),
-            strict=True,
+        reasons = serving.compiled.reasons(batch, self.cfg.reasons) if self.cfg.reasons else None
+        for i, ((msg, tx), row, keys, p, flag) in enumerate(
+            zip(
+                items,
+                batch.dense.tolist(),
+                batch.sparse,
+                probs.tolist(),
+                flags.tolist(),
+                strict=True,
+            )
         ):
             add_ts(tx.timestamp.timestamp())  # type: ignore[union-attr]
             features = dict(zip(names, row, strict=True))
@@ -247,6 +250,9 @@ class Scorer:
                     "event_time": tx.timestamp_text,
                     "scored_at": now,
                     "features": features,
+                    "reasons": [{"feature": f, "contribution": c} for f, c in reasons[i]]
+                    if reasons is not None
+                    else [],
                 }
             )
             key = msg.key() or tx.card_id.encode()

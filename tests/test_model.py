@@ -65,3 +65,25 @@ def test_batch_path_agrees_with_river_to_1e_9(seed: int) -> None:
 def test_empty_batch() -> None:
     compiled = CompiledModel.from_pipeline(build_pipeline(), 0)
     assert compiled.predict_proba(FeatureBuilder().build([])).shape == (0,)
+
+
+def test_reasons_are_the_largest_positive_contributions_and_sum_with_the_rest_to_the_logit() -> (
+    None
+):
+    pipeline = build_pipeline(ModelSettings(learning_rate=0.05))
+    builder = FeatureBuilder()
+    rng = random.Random(5)
+    for x in builder.build(_transactions(1500, 5)).dicts():
+        pipeline.learn_one(x, x["amount"] > 300 or rng.random() < 0.05)
+    batch = builder.build(_transactions(200, 105))
+    compiled = CompiledModel.from_pipeline(pipeline, 1)
+    reasons = compiled.reasons(batch, top=3)
+    logits = compiled.logits(batch)
+    for i, x in enumerate(batch.dicts()):
+        scaled = pipeline["scale"].transform_one(x)
+        weights = pipeline["logreg"].weights
+        contrib = {k: weights.get(k, 0.0) * v for k, v in scaled.items()}
+        assert sum(contrib.values()) + pipeline["logreg"].intercept == pytest.approx(logits[i])
+        expected = sorted(((k, v) for k, v in contrib.items() if v > 0), key=lambda kv: -kv[1])
+        assert [k for k, _ in reasons[i]] == [k for k, _ in expected[:3]]
+        assert [v for _, v in reasons[i]] == pytest.approx([v for _, v in expected[:3]])

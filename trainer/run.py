@@ -20,17 +20,19 @@ from infra.dlq import send_to_dlq
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from infra.model_updates import read_latest_snapshot
+from infra.registry import snapshot_key
 from schemas import DecodeError, decode_label
 from schemas.snapshot import Offsets, Snapshot, encode_snapshot, make_snapshot
 from scorer.model import build_pipeline, predict_one
 from trainer.join import Joined, Joiner
+from trainer.lifecycle import Arena, Guardrails, RollbackWatcher, TrainerLifecycle
 from trainer.quality import RollingQuality
 from trainer.tracking import MlflowLogger
 
 log = logging.getLogger(__name__)
 
 
-class Trainer:
+class Trainer(TrainerLifecycle):
     def __init__(
         self, settings: Settings, metrics: Metrics, mlflow_logger: MlflowLogger | None = None
     ) -> None:
@@ -42,6 +44,7 @@ class Trainer:
         self.pipeline: Any = build_pipeline(settings.model)
         self.version = 0
         self.labels_learned = 0
+        self.label_counts = {"fraud": 0, "legit": 0}
         self.joiner = Joiner(self.cfg.join_buffer_size, self.cfg.join_ttl_s)
         self.quality = RollingQuality(self.cfg.quality_window, settings.scorer.threshold)
         # Next offset to read per (topic, partition), i.e. everything below was processed.
@@ -55,6 +58,13 @@ class Trainer:
         self._last: Snapshot | None = None
         self._evictions_reported: dict[tuple[str, str], int] = {}
         self._stop = threading.Event()
+        # Model lifecycle (trainer/lifecycle.py): publish only sane snapshots; adopt rollbacks.
+        self.guardrails = Guardrails(settings)
+        self.rollbacks = RollbackWatcher(settings)
+        self.arena = Arena(settings)
+        self.key = snapshot_key(settings)
+        if mlflow_logger is not None:
+            mlflow_logger.metrics = metrics
         self.producer: Producer = make_producer(settings, "trainer producer")
         self.consumer: Consumer = make_consumer(
             settings,
@@ -71,7 +81,9 @@ class Trainer:
         self._stop.set()
 
     def restore(self) -> None:
-        snapshot = read_latest_snapshot(self.settings)
+        # Warm start: with model-updates empty, the registry champion (needs MLflow).
+        warm = self.mlflow is not None and self.settings.registry.warm_start
+        snapshot = read_latest_snapshot(self.settings, warm_start=warm)
         if snapshot is None:
             log.info(
                 "no snapshot on %s: starting from an untrained model", self.topics.model_updates
@@ -80,14 +92,29 @@ class Trainer:
         self.pipeline = snapshot.load_model()
         self.version = snapshot.version
         self.labels_learned = snapshot.labels_learned
+        self.label_counts = {"fraud": 0, "legit": 0, **snapshot.label_counts}
         self.restored_processed = snapshot.processed_offsets
         self.restored_resume = snapshot.resume_offsets
         self.metrics.model_version.set(self.version)
         self._last = snapshot
+        self.arena.restored(snapshot.candidate, snapshot.hyperparameters)
+        if snapshot.origin == "registry":
+            log.info(
+                "warm start: %s is empty; starting from the registry champion (version %s, "
+                "snapshot v%d, %d labels learned)",
+                self.topics.model_updates,
+                snapshot.registry_version,
+                snapshot.version,
+                self.labels_learned,
+            )
+            if self.mlflow is not None:
+                self.mlflow.tags["warm_start.registry_version"] = str(snapshot.registry_version)
+            return
         log.info("resumed from snapshot v%d (%d labels learned)", self.version, self.labels_learned)
 
     def run(self) -> None:
         self.restore()
+        self.rollbacks.start(self.version)
         if self.mlflow is not None:
             self.mlflow.start()
         self.consumer.subscribe([self.topics.scores, self.topics.labels], on_assign=self._on_assign)
@@ -110,6 +137,7 @@ class Trainer:
             self.producer.flush(30)
         finally:
             self.consumer.close()
+            self.rollbacks.stop()
             if self.mlflow is not None:
                 self.mlflow.close()
         log.info("trainer stopped at v%d, %d labels learned", self.version, self.labels_learned)
@@ -179,7 +207,8 @@ class Trainer:
         if self._already_learned(joined):
             return
         try:
-            features = orjson.loads(joined.score_raw)["features"]
+            record = orjson.loads(joined.score_raw)
+            features = record["features"]
             if not isinstance(features, dict):
                 raise TypeError("features is not an object")
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -188,8 +217,11 @@ class Trainer:
         y = joined.is_fraud
         # Progressive validation: evaluate the current model on the label before learning it.
         self.quality.update(y, predict_one(self.pipeline, features))
-        weight = self.settings.model.fraud_weight if y else 1.0
+        self.guardrails.observe(features, y, record.get("score"))
+        self.label_counts["fraud" if y else "legit"] += 1
+        weight = self.arena.fraud_weight if y else 1.0
         self.pipeline.learn_one(features, y, w=weight)
+        self.arena.learn(features, y)
         self.labels_learned += 1
         self._since_snapshot += 1
         self.metrics.labels_learned.inc()
@@ -197,6 +229,9 @@ class Trainer:
     # -- snapshots ---------------------------------------------------------------------------
 
     def _maybe_snapshot(self) -> None:
+        rollback = self.rollbacks.take()
+        if rollback is not None:
+            self._adopt(rollback)
         now = time.monotonic()
         due = self._since_snapshot >= self.cfg.snapshot_every_labels or (
             self._since_snapshot > 0 and now - self._last_snapshot >= self.cfg.snapshot_every_s
@@ -251,8 +286,13 @@ class Trainer:
             if final:
                 log.info("still re-reading after the restart: no final snapshot")
             return
+        if self._since_snapshot:
+            self._maybe_promote()
         quality = self.quality.as_dict()
-        if self._since_snapshot > 0:
+        held = self.guardrails.check(self.pipeline, self.quality) if self._since_snapshot else []
+        if held:
+            self._hold(held)
+        elif self._since_snapshot > 0:
             resume, processed = self._offsets()
             self.version += 1
             snap = make_snapshot(
@@ -263,6 +303,10 @@ class Trainer:
                 resume,
                 processed,
                 quality,
+                label_counts=dict(self.label_counts),
+                key=self.key,
+                candidate=self.arena.champion,
+                hyperparameters=self.arena.champion_model.model_dump(),
             )
             # Not waited for: learning goes on while the broker acknowledges (or is down).
             self.producer.produce(
@@ -320,6 +364,8 @@ class Trainer:
             self.metrics.model_precision.set(q["precision"])
         if "recall" in q:
             self.metrics.model_recall.set(q["recall"])
+        if "log_loss" in q:
+            self.metrics.model_log_loss.set(q["log_loss"])
         self.metrics.join_pending.labels("score").set(len(self.joiner.scores))
         self.metrics.join_pending.labels("label").set(len(self.joiner.labels))
         j = self.joiner
