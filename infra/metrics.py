@@ -11,6 +11,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     disable_created_metrics,
     start_http_server,
 )
@@ -145,6 +146,12 @@ class Metrics:
         )
         self.model_version = Gauge(
             "fraudstream_model_version", "Version of the model in use", registry=r
+        )
+        self.label_to_serving = Histogram(
+            "fraudstream_label_to_serving_seconds",
+            "Arrival of the newest label a model learned -> a scorer serving that model",
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=r,
         )
         self.model_age = Gauge(
             "fraudstream_model_age_seconds",

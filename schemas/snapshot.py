@@ -61,6 +61,8 @@ class Snapshot(BaseModel):
     created_at: datetime
     format: str = FORMAT
     labels_learned: int = 0
+    # Arrival time (epoch s) of the newest label this model learned: label-to-serving delay.
+    last_label_at: float | None = None
     # Labels learned by class: {"fraud": n, "legit": n}.
     label_counts: dict[str, int] = Field(default_factory=dict)
     # Where a restarted trainer resumes reading each input partition.
@@ -192,6 +194,7 @@ def make_snapshot(
     registry_version: int | None = None,
     candidate: str | None = None,
     hyperparameters: dict[str, float | str] | None = None,
+    last_label_at: float | None = None,
 ) -> Snapshot:
     raw = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     snapshot = Snapshot(
@@ -199,6 +202,7 @@ def make_snapshot(
         version=version,
         created_at=datetime.now(UTC),
         labels_learned=labels_learned,
+        last_label_at=last_label_at,
         label_counts=label_counts or {},
         resume_offsets=resume_offsets,
         processed_offsets=processed_offsets,

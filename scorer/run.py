@@ -77,6 +77,9 @@ class Scorer:
         compiled = CompiledModel.from_pipeline(snapshot.load_model(), snapshot.version)
         self.serving = ServingModel(compiled, trained_at=snapshot.created_at.timestamp())
         self.metrics.model_version.set(snapshot.version)
+        if snapshot.last_label_at is not None and snapshot.origin == "trainer":
+            delay = time.time() - snapshot.last_label_at
+            self.metrics.label_to_serving.observe(max(delay, 0.0))
         log.info("model v%d loaded (%d labels learned)", snapshot.version, snapshot.labels_learned)
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ model-updates -> scorer (new model version), MLflow run with a loadable model, D
 from __future__ import annotations
 
 import threading
+import urllib.request
 
 import mlflow
 import orjson
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import Producer
 
+from infra.broker import free_port
 from infra.metrics import Metrics
 from producer.run import ProduceOptions, run_producer
 from tests.conftest import SettingsFactory, settings_env
@@ -29,9 +31,12 @@ def test_every_transaction_scored_labels_learned_and_new_model_served(
     settings = make_settings()
     env = settings_env(settings)
     n_first, n_second = 3000, 1000
+    score_port = free_port()
     with (
         fraudstream_process(["train", "--metrics-port", "0"], env, tmp_path / "train.log") as train,
-        fraudstream_process(["score", "--metrics-port", "0"], env, tmp_path / "score.log") as score,
+        fraudstream_process(
+            ["score", "--metrics-port", str(score_port)], env, tmp_path / "score.log"
+        ) as score,
     ):
         first = run_producer(
             settings,
@@ -71,6 +76,15 @@ def test_every_transaction_scored_labels_learned_and_new_model_served(
         )
         dlq = read_topic(settings, settings.topics.transactions_dlq, lambda m: len(m) >= 1)
         assert train.poll() is None and score.poll() is None, "a process died"
+        with urllib.request.urlopen(f"http://127.0.0.1:{score_port}/metrics", timeout=5) as r:
+            served_metrics = r.read().decode()
+    # The scorer measured label arrival -> serving for the models it loaded.
+    loads = [
+        float(line.split()[-1])
+        for line in served_metrics.splitlines()
+        if line.startswith("fraudstream_label_to_serving_seconds_count")
+    ]
+    assert loads and loads[0] >= 1
 
     # Both stopped with SIGTERM: clean exits.
     assert score.returncode == 0, (tmp_path / "score.log").read_text()[-3000:]

@@ -44,6 +44,7 @@ class Trainer(TrainerLifecycle):
         self.pipeline: Any = build_pipeline(settings.model)
         self.version = 0
         self.labels_learned = 0
+        self.last_label_at: float | None = None
         self.label_counts = {"fraud": 0, "legit": 0}
         self.joiner = Joiner(self.cfg.join_buffer_size, self.cfg.join_ttl_s)
         self.quality = RollingQuality(self.cfg.quality_window, settings.scorer.threshold)
@@ -223,6 +224,7 @@ class Trainer(TrainerLifecycle):
         self.pipeline.learn_one(features, y, w=weight)
         self.arena.learn(features, y)
         self.labels_learned += 1
+        self.last_label_at = joined.label_arrived
         self._since_snapshot += 1
         self.metrics.labels_learned.inc()
 
@@ -307,6 +309,7 @@ class Trainer(TrainerLifecycle):
                 key=self.key,
                 candidate=self.arena.champion,
                 hyperparameters=self.arena.champion_model.model_dump(),
+                last_label_at=self.last_label_at,
             )
             # Not waited for: learning goes on while the broker acknowledges (or is down).
             self.producer.produce(
