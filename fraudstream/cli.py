@@ -20,48 +20,33 @@ class UsageError(Exception):
     """A bad argument found after parsing (checked against settings)."""
 
 
-def _positive(kind: type[float] | type[int]) -> Callable[[str], Any]:
+def _number(
+    kind: type[float] | type[int],
+    bad: Callable[[float], bool],
+    rule: str,
+    what: str = "a number",
+) -> Callable[[str], Any]:
+    """An argparse type: `kind(text)`, rejected with `rule` when `bad(value)`."""
+
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if bad(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
         return value
 
-    parse.__name__ = f"positive {kind.__name__}"
     return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
+def _positive(kind: type[float] | type[int]) -> Callable[[str], Any]:
+    return _number(kind, lambda v: v <= 0, "must be > 0")
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+_fraction = _number(float, lambda v: not 0.0 <= v <= 1.0, "must be between 0 and 1")
+_port = _number(int, lambda v: not 0 <= v <= 65535, "port must be 0-65535", "a port number")
+_non_negative = _number(float, lambda v: v < 0, "must be >= 0")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
