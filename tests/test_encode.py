@@ -1,0 +1,165 @@
+"""The batch Score encoder writes exactly what a dict per record + orjson would."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.models import Score
+from scorer.encode import ScoreEncoder
+from scorer.features import DENSE_FEATURES, FeatureBatch
+from scorer.model import CompiledModel
+
+K = len(DENSE_FEATURES)
+HOSTILE = ['a"b', "back\\slash", '","', '\\","\\', "é€😀", "line\nbreak", "\x00\x1f", "", "]}"]
+
+
+def reference(
+    tids: list[str],
+    cards: list[str],
+    times: list[str],
+    probs: np.ndarray,
+    threshold: float,
+    version: int,
+    now: datetime,
+    dense: np.ndarray,
+    sparse: list[tuple[str, ...]],
+    reasons: list[list[tuple[str, float]]] | None,
+    shadow: dict[str, np.ndarray] | None = None,
+) -> list[dict[str, object]]:
+    out = []
+    for i, row in enumerate(dense.tolist()):
+        features = dict(zip(DENSE_FEATURES, row, strict=True))
+        for key in sparse[i]:
+            features[key] = 1.0
+        record: dict[str, object] = {
+            "transaction_id": tids[i],
+            "card_id": cards[i],
+            "score": float(probs[i]),
+            "flagged": bool(probs[i] >= threshold),
+            "threshold": threshold,
+            "model_version": version,
+            "event_time": times[i],
+            "scored_at": now,
+            "features": features,
+            "reasons": [{"feature": f, "contribution": c} for f, c in reasons[i]]
+            if reasons is not None
+            else [],
+        }
+        if shadow:
+            record["challenger_scores"] = {name: float(col[i]) for name, col in shadow.items()}
+        out.append(orjson.loads(orjson.dumps(record)))
+    return out
+
+
+def model(rng: np.random.Generator, sparse_keys: list[str]) -> CompiledModel:
+    return CompiledModel(
+        version=7,
+        mean=rng.normal(size=K),
+        inv_std=np.abs(rng.normal(size=K)),
+        weight=rng.normal(size=K),
+        intercept=-4.0,
+        sparse={
+            k: float(v) for k, v in zip(sparse_keys, rng.normal(size=len(sparse_keys)), strict=True)
+        },
+    )
+
+
+def test_matches_dict_encoding_with_hostile_strings_and_reasons() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    tids = [f"t{i}" + HOSTILE[i % len(HOSTILE)] for i in range(n)]
+    cards = [HOSTILE[(i * 7) % len(HOSTILE)] + str(i % 13) for i in range(n)]
+    times = ["2026-11-23T10:00:00.123456+00:00", "2026-11-23T10:00:01Z"] * (n // 2)
+    dense = rng.normal(scale=50.0, size=(n, K))
+    dense[::5, 3] = 0.0
+    dense[::7, 0] = 1e9
+    keys = ["merchant_category=grocery", 'channel=we"b', "merchant_category=other"]
+    sparse = [tuple(keys[j] for j in range(i % 3)) for i in range(n)]
+    compiled = model(rng, keys)
+    batch = FeatureBatch(dense, sparse)
+    probs = compiled.predict_proba(batch)
+    now = datetime.now(UTC)
+    enc = ScoreEncoder(reasons=3)
+    contrib = ((dense - compiled.mean) * compiled.inv_std) * compiled.weight
+    reasons = enc.reason_columns(contrib, sparse, compiled.sparse)
+    shadow = {"fast": probs / 2, 'we"ird': probs / 3}
+    for with_shadow in (None, shadow):
+        got = enc.encode(
+            tids, cards, times, probs, 0.5, 7, now, dense, sparse, reasons, with_shadow
+        )
+        want = reference(
+            tids, cards, times, probs, 0.5, 7, now, dense, sparse,
+            compiled.reasons(batch, 3), with_shadow,
+        )  # fmt: skip
+        assert len(got) == n
+        for raw, expected in zip(got, want, strict=True):
+            parsed = orjson.loads(raw)
+            assert parsed == expected
+            Score.model_validate_json(raw)
+    assert any(orjson.loads(r)["flagged"] for r in got) and not all(
+        orjson.loads(r)["flagged"] for r in got
+    )
+
+
+def test_reasons_keep_only_positive_contributions_in_order() -> None:
+    enc = ScoreEncoder(reasons=3)
+    contrib = np.zeros((3, K))
+    contrib[0, 5] = 2.0
+    contrib[0, 1] = 3.0
+    contrib[0, 2] = -1.0
+    contrib[1, :] = -1.0
+    contrib[2, 4] = 0.5
+    sparse = [(), ("channel=pos",), ("channel=pos",)]
+    bodies = enc.reason_columns(contrib, sparse, {"channel=pos": 1.5})
+    got = [orjson.loads(b"[" + body + b"]") for body in bodies]
+    assert got[0] == [
+        {"feature": DENSE_FEATURES[1], "contribution": 3.0},
+        {"feature": DENSE_FEATURES[5], "contribution": 2.0},
+    ]
+    assert got[1] == [{"feature": "channel=pos", "contribution": 1.5}]
+    assert got[2] == [
+        {"feature": "channel=pos", "contribution": 1.5},
+        {"feature": DENSE_FEATURES[4], "contribution": 0.5},
+    ]
+    assert enc.reason_columns(contrib, sparse, {}) is not None
+
+
+def test_empty_batch_and_no_reasons() -> None:
+    enc = ScoreEncoder(reasons=0)
+    now = datetime.now(UTC)
+    assert enc.encode([], [], [], np.zeros(0), 0.5, 1, now, np.zeros((0, K)), []) == []
+    one = enc.encode(["t"], ["c"], ["2026-01-01T00:00:00Z"], np.array([0.9]), 0.5, 1, now,
+                     np.ones((1, K)), [()])  # fmt: skip
+    assert orjson.loads(one[0])["reasons"] == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=20),
+            st.text(min_size=1, max_size=20),
+            st.lists(
+                st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=K, max_size=K
+            ),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_any_strings_and_floats_round_trip(rows: list[tuple[str, str, list[float]]]) -> None:
+    tids = [r[0] for r in rows]
+    cards = [r[1] for r in rows]
+    dense = np.array([r[2] for r in rows], dtype=np.float64)
+    probs = np.linspace(0.0, 1.0, len(rows))
+    now = datetime.now(UTC)
+    times = ["2026-01-01T00:00:00Z"] * len(rows)
+    sparse: list[tuple[str, ...]] = [()] * len(rows)
+    got = ScoreEncoder(reasons=0).encode(tids, cards, times, probs, 0.5, 2, now, dense, sparse)
+    want = reference(tids, cards, times, probs, 0.5, 2, now, dense, sparse, None)
+    assert [orjson.loads(r) for r in got] == want
