@@ -1,8 +1,9 @@
 """The learners `fraudstream evaluate` compares, and the drift monitor each one carries.
 
-- `online`: the production model: River StandardScaler | LogisticRegression from
-  `scorer.model.build_pipeline`, learning every label as the trainer does (fraud labels
-  weighted by `fraud_weight`), optionally reacting to a detected drift.
+- `online`: the production model: `scorer.model.build_pipeline` (dense features standardised,
+  one-hot keys as they are | LogisticRegression), learning every label as the trainer does
+  (fraud labels weighted by `fraud_weight`), optionally reacting to a detected drift; it can
+  explain a score with the live scorer's reasons (`explain`).
 - `static`: the same pipeline trained once, on the labels that arrived before the end of the
   first part of the stream (several shuffled passes, as a batch model would be), then frozen.
   It scores with `CompiledModel`, the live scorer's batch path.
@@ -22,7 +23,8 @@ from typing import Any
 from river import compose, drift, forest, optim
 
 from infra.config import ModelSettings
-from scorer.model import build_pipeline, predict_one
+from scorer.features import FeatureBatch
+from scorer.model import CompiledModel, build_pipeline, predict_one
 
 LEARNERS: tuple[str, ...] = ("online", "static", "forest")
 DRIFT_REACTIONS: tuple[str, ...] = ("none", "boost", "reset")
@@ -98,6 +100,20 @@ class OnlineLogistic:
 
     def predict_one(self, x: dict[str, float]) -> float:
         return predict_one(self.pipeline, x)
+
+    def explain(self, row: FeatureBatch, top: int) -> dict[str, Any]:
+        """Why the model, as it stands, scores this one-record batch as it does: the live
+        scorer's reasons (`CompiledModel.reasons`), and the logit they make up with the
+        intercept and the other contributions (negative or below the top ones)."""
+        compiled = CompiledModel.from_pipeline(self.pipeline, self.updates)
+        logit = float(compiled.logits(row)[0])
+        reasons = compiled.reasons(row, top)[0]
+        return {
+            "logit": logit,
+            "intercept": compiled.intercept,
+            "reasons": reasons,
+            "other": logit - compiled.intercept - sum(c for _, c in reasons),
+        }
 
     def learn_one(self, x: dict[str, float], y: bool) -> None:
         self.pipeline.learn_one(x, y, w=self.settings.fraud_weight if y else 1.0)

@@ -14,10 +14,13 @@ honest:
   before the label of that transaction, or of any later one, is known.
 
 Learners are independent given the features, so they run in parallel processes (fork).
+A learner that can explain its scores (the online logistic model) also keeps its `top`
+highest-scored transactions with the reasons it gave them at scoring time (`TopScored`).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import multiprocessing
@@ -300,6 +303,49 @@ class LearnerResult:
     reactions: int = 0
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    # The highest-scored transactions, best first (learners that explain their scores).
+    top: list[Scored] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One top-scored transaction: its row, score, and the learner's explanation then."""
+
+    row: int
+    score: float
+    explanation: dict[str, Any]
+
+
+class TopScored:
+    """The `k` highest scores of a replay, each explained when it is given.
+
+    A min-heap of `k` entries: memory is bounded whatever the stream length, and the model is
+    asked for reasons only for records that may enter it. Equal scores (River's probability is
+    exactly 1.0 beyond a logit of 30) are ranked by the explanation's logit, then the earlier
+    record first.
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = max(k, 0)
+        self._heap: list[tuple[float, float, int, Scored]] = []
+
+    def wants(self, score: float, row: int) -> bool:
+        """Whether `add` may keep this score: ask for the explanation only then."""
+        if not self.k or not math.isfinite(score):
+            return False
+        heap = self._heap
+        return len(heap) < self.k or score >= heap[0][0]
+
+    def add(self, score: float, row: int, explanation: dict[str, Any]) -> None:
+        logit = float(explanation.get("logit", 0.0))
+        item = (score, logit, -row, Scored(row, score, explanation))
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, item)
+        elif item[:3] > self._heap[0][:3]:
+            heapq.heapreplace(self._heap, item)
+
+    def best(self) -> list[Scored]:
+        return [e[3] for e in sorted(self._heap, key=lambda e: e[:3], reverse=True)]
 
 
 @dataclass
@@ -318,6 +364,9 @@ class Plan:
     forest_models: int
     legit_sample: float
     adwin_delta: float
+    # Top-scored transactions kept with their reasons, and reasons per transaction.
+    top: int = 20
+    top_reasons: int = 3
 
 
 _PLAN: Plan | None = None
@@ -332,7 +381,9 @@ def _progressive(learner: Any, plan: Plan) -> LearnerResult:
     arrival_times = plan.label_time[arrivals]
     monitor = DriftMonitor(plan.adwin_delta)
     on_drift = getattr(learner, "on_drift", None)
-    dicts, y, ts = plan.dicts, plan.y, plan.ts
+    explain = getattr(learner, "explain", None)
+    top = TopScored(plan.top if explain is not None else 0)
+    dicts, y, ts, batch = plan.dicts, plan.y, plan.ts, plan.batch
     predict, learn = learner.predict_one, learner.learn_one
     j = 0
     last = -math.inf
@@ -347,7 +398,11 @@ def _progressive(learner: Any, plan: Plan) -> LearnerResult:
                 on_drift(found)
             learn(dicts[k], label)
             j += 1
-        scores[i] = predict(dicts[i])
+        p = scores[i] = predict(dicts[i])
+        if top.wants(p, i):
+            # Explained now, by the model that gave the score (it learns on afterwards).
+            row = FeatureBatch(batch.dense[i : i + 1], [batch.sparse[i]])
+            top.add(p, i, explain(row, plan.top_reasons))
     return LearnerResult(
         learner.name,
         scores,
@@ -357,6 +412,7 @@ def _progressive(learner: Any, plan: Plan) -> LearnerResult:
         getattr(learner, "reactions", 0),
         time.perf_counter() - started,
         {"skipped_legit_labels": getattr(learner, "skipped", 0)},
+        top.best(),
     )
 
 
@@ -419,6 +475,8 @@ def run_learners(
     legit_sample: float = 0.1,
     adwin_delta: float = 0.002,
     jobs: int | None = None,
+    top: int = 20,
+    top_reasons: int = 3,
 ) -> dict[str, LearnerResult]:
     """Replay every learner over the stream; in parallel processes when fork is available."""
     global _PLAN
@@ -435,6 +493,8 @@ def run_learners(
         forest_models,
         legit_sample,
         adwin_delta,
+        top,
+        top_reasons,
     )
     try:
         jobs = jobs if jobs is not None else min(len(learners), os.cpu_count() or 1)

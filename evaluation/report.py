@@ -13,6 +13,10 @@ least `recovery_share` of its own pre-drift ROC AUC and stays so over everything
 chunk to the end; the labels (all, and fraud) that arrived between the drift and the start
 of that chunk are the labels it needed. Single later chunks may still dip below the target
 (chunks of 50 frauds are noisy): they are counted, not hidden.
+
+Top scores: for a learner that explains its scores (the online logistic model), its
+highest-scored transactions with the features that pushed each score up most, as the live
+scorer reports them in a Score's `reasons` (signed contributions to the logit).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from evaluation.metrics import (
     recall_at_fpr,
     roc_auc,
 )
-from evaluation.replay import DAY_S, LearnerResult, Stream, day_index
+from evaluation.replay import DAY_S, LearnerResult, Stream, day_index, iso
 
 SWEEP_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 
@@ -195,6 +199,37 @@ def _sweep(stream: Stream, scores: np.ndarray, mask: np.ndarray) -> list[dict[st
     ]
 
 
+def top_scored(stream: Stream, result: LearnerResult) -> list[dict[str, Any]]:
+    """The learner's top-scored transactions, best first, with their reasons."""
+    t0 = float(stream.ts[0])
+    out = []
+    for rank, s in enumerate(result.top, start=1):
+        tx = stream.transactions[s.row]
+        ex = s.explanation
+        out.append(
+            {
+                "rank": rank,
+                "transaction_id": tx.transaction_id,
+                "card_id": tx.card_id,
+                "score": s.score,
+                "is_fraud": bool(stream.y[s.row]) if stream.known[s.row] else None,
+                "pattern": stream.patterns[s.row] if stream.patterns is not None else None,
+                "time": iso(float(stream.ts[s.row])),
+                "day": (float(stream.ts[s.row]) - t0) / DAY_S,
+                "after_drift": (
+                    bool(stream.ts[s.row] >= stream.drift_time)
+                    if stream.drift_time is not None
+                    else None
+                ),
+                "logit": ex["logit"],
+                "intercept": ex["intercept"],
+                "reasons": [{"feature": f, "contribution": c} for f, c in ex["reasons"]],
+                "other": ex["other"],
+            }
+        )
+    return out
+
+
 def build_report(
     stream: Stream,
     results: dict[str, LearnerResult],
@@ -268,6 +303,8 @@ def build_report(
         }
         if name == "online":
             learners[name]["threshold_sweep"] = _sweep(stream, s, masks["overall"])
+        if r.top:
+            learners[name]["top_scored"] = top_scored(stream, r)
     report = {
         "stream": meta
         | {
@@ -395,6 +432,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {row['threshold']} | {_f(row['alerts_per_day'], 0)} | "
                 f"{_f(row['alert_rate'], 4)} | {_f(row['precision'])} | {_f(row['recall'])} |"
             )
+    for name, lr in report["learners"].items():
+        lines += _render_top(name, lr.get("top_scored") or [])
     lines.append("")
     names = list(report["learners"])
     lines.append(
@@ -412,6 +451,35 @@ def render_markdown(report: dict[str, Any]) -> str:
         cells = " | ".join(_f(report["learners"][n]["windows"][k]["roc_auc"]) for n in names)
         lines.append(f"| {w['start_day']:.1f}–{w['end_day']:.1f}{mark} | {frauds} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _render_top(name: str, top: list[dict[str, Any]]) -> list[str]:
+    if not top:
+        return []
+    scenario = any(t.get("pattern") is not None for t in top)
+    lines = [
+        "",
+        f"{name.capitalize()} model, its {len(top)} highest scores (equal scores: by logit) and "
+        "the features that pushed each up most (contribution to the logit; intercept + these + "
+        "the other contributions = logit):",
+        "",
+        "| # | transaction | day | fraud | "
+        + ("scenario | " if scenario else "")
+        + "score | logit | reasons | intercept | other |",
+        "| ---: | --- | ---: | --- | "
+        + ("--- | " if scenario else "")
+        + "---: | ---: | --- | ---: | ---: |",
+    ]
+    for t in top:
+        label = {True: "yes", False: "no", None: "—"}[t["is_fraud"]]
+        reasons = ", ".join(f"{r['feature']} {r['contribution']:+.2f}" for r in t["reasons"])
+        lines.append(
+            f"| {t['rank']} | {t['transaction_id']} | {t['day']:.1f} | {label} | "
+            + (f"{t.get('pattern') or '—'} | " if scenario else "")
+            + f"{_f(t['score'], 4)} | {t['logit']:+.2f} | {reasons or '—'} | "
+            f"{t['intercept']:+.2f} | {t['other']:+.2f} |"
+        )
+    return lines
 
 
 def write_plot(report: dict[str, Any], path: Path) -> None:

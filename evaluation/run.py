@@ -51,6 +51,9 @@ class EvaluateOptions:
     forest_models: int = 6
     legit_sample: float = 0.1
     jobs: int | None = None
+    # The online model's highest-scored transactions reported with their reasons.
+    top: int = 20
+    top_reasons: int = 3
     report: ReportOptions = field(default_factory=ReportOptions)
     # Outputs.
     out_dir: Path = Path("evaluation-out")
@@ -92,6 +95,8 @@ def run_evaluation(
 ) -> Evaluation:
     if not 0.0 < opts.static_part < 1.0:
         raise StreamError(f"--static-part must be in (0, 1), got {opts.static_part}")
+    if opts.top < 0 or opts.top_reasons < 1:
+        raise StreamError(f"--top must be ≥ 0 and reasons ≥ 1, got {opts.top}, {opts.top_reasons}")
     if opts.drift_at is not None and not opts.static_part < opts.drift_at < 1.0:
         raise StreamError(
             f"--drift-at ({opts.drift_at}) must come after the static part ({opts.static_part})"
@@ -116,6 +121,8 @@ def run_evaluation(
         forest_models=opts.forest_models,
         legit_sample=opts.legit_sample,
         jobs=opts.jobs,
+        top=opts.top,
+        top_reasons=opts.top_reasons,
     )
     learn_s = time.perf_counter() - t
     meta = {

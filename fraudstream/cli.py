@@ -192,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--daily-budget", type=_positive(int), default=100, metavar="N")
     rep.add_argument("--window-days", type=_positive(float), metavar="D")
     rep.add_argument("--chunk-frauds", type=_positive(int), default=50, metavar="N")
+    rep.add_argument(
+        "--top",
+        type=_number(int, lambda v: v < 0, "must be >= 0", "an integer"),
+        default=20,
+        metavar="N",
+        help="list the online model's N highest-scored transactions with their reasons",
+    )
     rep.add_argument("--out", type=Path, default=Path("evaluation-out"), metavar="DIR")
     rep.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
 
@@ -413,6 +420,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         forest_models=args.forest_models,
         legit_sample=args.legit_sample,
         jobs=args.jobs,
+        top=args.top,
         report=ReportOptions(
             fpr=args.fpr,
             daily_budget=args.daily_budget,

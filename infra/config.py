@@ -51,6 +51,9 @@ class ScorerSettings(BaseModel):
     max_cards: int = Field(1_000_000, ge=1)
     # Features that pushed each score up most, sent with the Score (0: none).
     reasons: int = Field(3, ge=0, le=20)
+    # Shadow scoring: also score each transaction with the challengers the served snapshot
+    # carries, sent as the Score's `challenger_scores` (never used for `flagged`).
+    shadow: bool = False
 
 
 class TrainerSettings(BaseModel):
@@ -66,6 +69,29 @@ class TrainerSettings(BaseModel):
     mlflow_backlog: int = Field(100_000, ge=1)
     # Longest wait between two attempts to reach an unreachable tracking server.
     mlflow_retry_max_s: float = Field(30.0, gt=0)
+    # Maturation window, in stream (event) time: a scored transaction with no label once the
+    # newest event time seen is this far past its own is learned as legitimate, once. 0: off
+    # (only explicit labels are learned), the default because it asserts something only the
+    # operator knows: that the label feed reports every fraud within the window. Seconds, or
+    # a duration such as "90d", "36h", "15m". A real chargeback window is 30-120 days; the join
+    # buffer must then hold that window's unlabelled scores (`join_buffer_size`).
+    maturation_s: float = Field(0.0, ge=0)
+
+    @field_validator("maturation_s", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """Accept "90d", "36h", "15m", "30s" as well as plain seconds."""
+        if isinstance(value, str):
+            text = value.strip().lower()
+            units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+            if text and text[-1] in units:
+                try:
+                    return float(text[:-1]) * units[text[-1]]
+                except ValueError:
+                    raise ValueError(
+                        f"not a duration: {value!r} (e.g. 90d, 36h, 15m, 30)"
+                    ) from None
+        return value
 
 
 class ModelSettings(BaseModel):

@@ -18,12 +18,10 @@ from schemas.models import MAX_AMOUNT, MAX_STR
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STR)]
 _Opt = Annotated[str, msgspec.Meta(max_length=MAX_STR)] | None
-# RFC 3339 with a zone and at most microseconds: the form both parsers read identically
-# (msgspec rounds a 7th fractional digit where pydantic truncates: such records fall back).
-_Stamp = Annotated[
-    str,
-    msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"),
-]
+# msgspec parses RFC 3339 in C (a third of the cost of a regex check plus fromisoformat), and
+# requires a zone, like pydantic's AwareDatetime. One difference remains: a fraction with more
+# than 6 digits is rounded to the microsecond, where pydantic truncates it (at most 1 us).
+_Stamp = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class FastTransaction(msgspec.Struct, gc=False):
@@ -33,18 +31,11 @@ class FastTransaction(msgspec.Struct, gc=False):
     card_id: _Id
     amount: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_AMOUNT)]
     merchant_category: _Id
-    # Read as text under the wire name "timestamp", parsed in __post_init__.
-    timestamp_text: _Stamp = msgspec.field(name="timestamp")
+    timestamp: _Stamp
     currency: _Opt = None
     merchant_id: _Opt = None
     country: _Opt = None
     channel: _Opt = None
-    # Set from timestamp_text after decoding, whatever a record may send under this name.
-    timestamp: datetime | None = msgspec.field(default=None, name="fraudstream.parsed")
-
-    def __post_init__(self) -> None:
-        # Out-of-range dates and offsets raise ValueError: a ValidationError for msgspec.
-        self.timestamp = datetime.fromisoformat(self.timestamp_text)
 
 
 _decoder = msgspec.json.Decoder(FastTransaction)
@@ -63,7 +54,7 @@ def decode_transaction_fast(raw: bytes | None) -> FastTransaction:
         tx.card_id,
         tx.amount,
         tx.merchant_category,
-        tx.timestamp.isoformat(),
+        tx.timestamp,
         tx.currency,
         tx.merchant_id,
         tx.country,

@@ -52,6 +52,9 @@ class Score(BaseModel):
     event_time: datetime
     scored_at: datetime
     features: dict[str, float]
+    # Shadow scores (`scorer.shadow`): each challenger's probability of fraud for the same
+    # features, by candidate name. Absent when shadow scoring is off or there are none.
+    challenger_scores: dict[str, float] | None = None
 
 
 class Label(BaseModel):

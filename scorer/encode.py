@@ -47,6 +47,13 @@ def _strings(values: Sequence[str]) -> list[bytes]:
     return orjson.dumps(list(values))[2:-2].split(b'","')
 
 
+def _datetimes(values: Sequence[datetime]) -> list[bytes]:
+    """Each datetime as RFC 3339 text (UTC written as Z), without the quotes."""
+    if not values:
+        return []
+    return orjson.dumps(list(values), option=orjson.OPT_UTC_Z)[2:-2].split(b'","')
+
+
 class ScoreEncoder:
     """Encodes batches of Score records; one-hot fragments and reason names are cached."""
 
@@ -136,7 +143,7 @@ class ScoreEncoder:
         self,
         transaction_ids: Sequence[str],
         card_ids: Sequence[str],
-        event_times: Sequence[str],
+        event_times: Sequence[datetime],
         probs: np.ndarray,
         threshold: float,
         model_version: int,
@@ -174,7 +181,7 @@ class ScoreEncoder:
         parts[7::stride] = np.array([b"false" + after_flag, b"true" + after_flag], dtype=object)[
             flags
         ].tolist()
-        parts[8::stride] = _strings(event_times)
+        parts[8::stride] = _datetimes(event_times)
         values = _numbers(dense)
         features_open = b'","scored_at":' + orjson.dumps(scored_at) + b',"features":{'
         pos = 9

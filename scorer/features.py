@@ -45,6 +45,7 @@ from datetime import datetime
 import numpy as np
 
 from schemas import Transaction
+from scorer.card_kernel import card_features
 
 DENSE_FEATURES: tuple[str, ...] = (
     "amount",
@@ -213,6 +214,17 @@ class Vocabulary:
         return k
 
 
+def occurrences(slots: np.ndarray) -> np.ndarray:
+    """For each record, the number of earlier records of the same slot in the batch."""
+    order = np.argsort(slots, kind="stable")
+    ranked = slots[order]
+    starts = np.r_[0, np.nonzero(np.diff(ranked))[0] + 1]
+    rank = np.arange(len(slots)) - np.repeat(starts, np.diff(np.r_[starts, len(slots)]))
+    occurrence = np.empty(len(slots), dtype=np.int64)
+    occurrence[order] = rank
+    return occurrence
+
+
 class CardStore:
     """Per-card state with a size bound; the least recently seen card is evicted first.
 
@@ -240,9 +252,9 @@ class CardStore:
         keys[: len(self.keys)] = self.keys
         self.numeric, self.keys = numeric, keys
 
-    def assign(self, card_ids: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Slots of the cards, whether each record is the card's first sighting, and the
-        number of earlier records of the same card in this batch. Marks them most recent."""
+    def assign(self, card_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Slots of the cards and whether each record is the card's first sighting. Marks
+        them most recent."""
         cards = self.cards
         pop = cards.pop
         free = self._free
@@ -265,14 +277,7 @@ class CardStore:
         slot_arr = np.array(slots, dtype=np.int64)
         first = np.zeros(len(slots), dtype=bool)
         first[new] = True
-        # Rank of each record among the batch's records of its card (stable: batch order).
-        order = np.argsort(slot_arr, kind="stable")
-        ranked = slot_arr[order]
-        starts = np.r_[0, np.nonzero(np.diff(ranked))[0] + 1]
-        rank = np.arange(len(slots)) - np.repeat(starts, np.diff(np.r_[starts, len(slots)]))
-        occurrence = np.empty(len(slots), dtype=np.int64)
-        occurrence[order] = rank
-        return slot_arr, first, occurrence
+        return slot_arr, first
 
     def trim(self) -> None:
         """Evict least recently seen cards down to the bound (called once per batch)."""
@@ -307,8 +312,11 @@ class FeatureBuilder:
         categories: Vocabulary | None = None,
         channels: Vocabulary | None = None,
         risk: RiskTables | None = None,
+        jit: bool = True,
     ) -> None:
         self.store = CardStore(max_cards)
+        # The compiled sequential kernel (scorer/card_kernel.py); False: the numpy reference.
+        self.jit = jit
         # Vocabularies and risk tables may be shared by the builders of several partitions.
         self.categories = categories or Vocabulary("merchant_category")
         self.channels = channels or Vocabulary("channel")
@@ -339,7 +347,7 @@ class FeatureBuilder:
         categories = [tx.merchant_category for tx in txs]
         channels = [tx.channel for tx in txs]
         store = self.store
-        slots, first, occurrence = store.assign([tx.card_id for tx in txs])
+        slots, first = store.assign([tx.card_id for tx in txs])
         # Python's string hash (per process, like the state itself); 0 is reserved for none.
         country_h = np.array(
             [(hash(c) or 1) if c is not None else 0 for c in countries], dtype=np.int64
@@ -359,11 +367,22 @@ class FeatureBuilder:
         out[:, 4] = hour < 6.0
         out[:, 6] = first
 
-        rounds = int(occurrence.max()) + 1
-        for r in range(rounds):
-            idx = np.nonzero(occurrence == r)[0] if rounds > 1 else np.arange(n)
-            self._round(out, idx, slots[idx], first[idx], ts[idx], amount[idx],
-                        log_amount[idx], hour_i[idx], country_h[idx], merchant_h[idx])  # fmt: skip
+        if self.jit:
+            card_features(
+                out, slots, first, ts, amount, log_amount, _HOUR_COS[hour_i], _HOUR_SIN[hour_i],
+                country_h, merchant_h, store.numeric, store.keys, RECENT_COUNTRIES,
+                RECENT_MERCHANTS, FIRST_SEEN_GAP_S, VELOCITY_TAU_S, VELOCITY_DAY_TAU_S,
+                HABIT_ALPHA, AMOUNT_VAR_FLOOR,
+            )  # fmt: skip
+        else:
+            occurrence = occurrences(slots)
+            rounds = int(occurrence.max()) + 1
+            for r in range(rounds):
+                idx = np.nonzero(occurrence == r)[0] if rounds > 1 else np.arange(n)
+                self._round(
+                    out, idx, slots[idx], first[idx], ts[idx], amount[idx], log_amount[idx],
+                    hour_i[idx], country_h[idx], merchant_h[idx],
+                )  # fmt: skip
         store.trim()
 
         risk = self.risk

@@ -1,6 +1,9 @@
 """The River model, and a compiled copy of it that scores a whole batch at once.
 
-The scorer never calls River per record: `CompiledModel` mirrors the StandardScaler's means and
+The pipeline is `DenseScaler | LogisticRegression`: the dense features are standardised, the
+sparse one-hot keys (`merchant_category=<v>`, `channel=<v>`) reach the model as 1.0.
+
+The scorer never calls River per record: `CompiledModel` mirrors the scaler's means and
 variances and the LogisticRegression's weights into arrays, so a batch is one matrix product.
 `tests/test_model.py` checks it agrees with River's `predict_proba_one` to 1e-9.
 """
@@ -17,13 +20,54 @@ from river import compose, linear_model, optim, preprocessing
 from infra.config import ModelSettings
 from scorer.features import DENSE_FEATURES, FeatureBatch
 
+_DENSE = frozenset(DENSE_FEATURES)
+# A variance at or below this is a constant feature plus rounding noise (e.g. one -7e-17 among
+# zeros gives 3e-34): scaled to 0, as at variance 0, not to a z-score of 1e16.
+VAR_FLOOR = 1e-12
+
+
+class DenseScaler(preprocessing.StandardScaler):
+    """A StandardScaler over the dense features only; every other key passes through as is.
+
+    A plain StandardScaler only sees a one-hot key when it is set, always to 1.0: its variance
+    stays 0 and it scales the key to 0, so the one-hots never reached the model. Here they
+    reach it as 1.0, and their weight alone is their contribution. A dense feature missing
+    from a dict (a Score from an older scorer) is skipped, as StandardScaler skips it; one
+    whose variance is at most VAR_FLOOR scales to 0.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # running mean and variance (no window, with std)
+
+    def learn_one(self, x: dict) -> None:
+        super().learn_one({k: v for k, v in x.items() if k in _DENSE})
+
+    def transform_one(self, x: dict) -> dict:
+        means, vars_ = self.means, self.vars
+        out: dict = {}
+        for k, v in x.items():
+            if k not in _DENSE:
+                out[k] = v
+            elif (var := vars_.get(k, 0.0)) > VAR_FLOOR:
+                out[k] = (v - means[k]) / var**0.5
+            else:
+                out[k] = 0.0
+        return out
+
+    # The mini-batch methods would scale the one-hot columns too; nothing here uses them.
+    def learn_many(self, X: object) -> None:
+        raise NotImplementedError("DenseScaler learns one record at a time")
+
+    def transform_many(self, X: object) -> None:
+        raise NotImplementedError("DenseScaler transforms one record at a time")
+
 
 def build_pipeline(settings: ModelSettings | None = None) -> compose.Pipeline:
     s = settings or ModelSettings()
     # Start the intercept at the prior fraud rate, so an untrained model scores ~1%, not 50%.
     prior = math.log(s.prior_fraud_rate / (1.0 - s.prior_fraud_rate))
     return compose.Pipeline(
-        ("scale", preprocessing.StandardScaler()),
+        ("scale", DenseScaler()),
         (
             "logreg",
             linear_model.LogisticRegression(
@@ -31,6 +75,55 @@ def build_pipeline(settings: ModelSettings | None = None) -> compose.Pipeline:
             ),
         ),
     )
+
+
+def _steps(
+    pipeline: compose.Pipeline,
+) -> tuple[preprocessing.StandardScaler, linear_model.LogisticRegression]:
+    """The scaler and the logistic regression, or one clear error for any other model."""
+    steps = getattr(pipeline, "steps", None) or {}
+    scaler, logreg = steps.get("scale"), steps.get("logreg")
+    if not isinstance(scaler, preprocessing.StandardScaler) or not isinstance(
+        logreg, linear_model.LogisticRegression
+    ):
+        shape = " | ".join(f"{k}={type(v).__name__}" for k, v in steps.items()) or repr(pipeline)
+        raise TypeError(
+            f"not a fraudstream model ({shape}): expected scale=DenseScaler (or the legacy "
+            "StandardScaler) | logreg=LogisticRegression"
+        )
+    return scaler, logreg
+
+
+def is_legacy(pipeline: compose.Pipeline) -> bool:
+    """A pipeline written before the one-hot keys passed through: its plain StandardScaler
+    scales them, to 0 (see `DenseScaler`), so they never contribute."""
+    return not isinstance(_steps(pipeline)[0], DenseScaler)
+
+
+def scaler_stats(pipeline: compose.Pipeline) -> tuple[dict[str, float], dict[str, float]]:
+    """(means, variances) of the pipeline's feature scaler, by feature: the one way in, so
+    callers (compiled model, guardrails, model signature) do not depend on its shape. A legacy
+    pipeline also has entries for the one-hot keys (mean 1, variance 0)."""
+    scaler = _steps(pipeline)[0]
+    return dict(scaler.means), dict(scaler.vars)
+
+
+def upgrade_pipeline(pipeline: compose.Pipeline) -> compose.Pipeline:
+    """A legacy pipeline rebuilt on a DenseScaler carrying its dense statistics; others as is.
+
+    It scores as before: the one-hot weights are still 0 (their scaled input was always 0,
+    so SGD never moved them); from now on they learn.
+    """
+    if not is_legacy(pipeline):
+        return pipeline
+    old, logreg = _steps(pipeline)
+    scaler = DenseScaler()
+    for name in DENSE_FEATURES:
+        if name in old.counts:
+            scaler.counts[name] = old.counts[name]
+            scaler.means[name] = old.means[name]
+            scaler.vars[name] = old.vars[name]
+    return compose.Pipeline(("scale", scaler), ("logreg", logreg))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -43,38 +136,41 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CompiledModel:
-    """Arrays mirroring a StandardScaler | LogisticRegression pipeline, for batch scoring."""
+    """Arrays mirroring a DenseScaler | LogisticRegression pipeline, for batch scoring."""
 
     version: int
     mean: np.ndarray
-    inv_std: np.ndarray  # 0 where the variance is 0, as River's scaler yields 0 there
+    inv_std: np.ndarray  # 0 where the variance is at most VAR_FLOOR (0, legacy), as the scaler
     weight: np.ndarray
     intercept: float
-    # Contribution of each one-hot key when present: w * (1 - mean) / std.
+    # Contribution of each one-hot key when present: its weight (the key passes unscaled).
     sparse: dict[str, float]
 
     @classmethod
     def from_pipeline(cls, pipeline: compose.Pipeline, version: int) -> CompiledModel:
-        scaler: preprocessing.StandardScaler = pipeline["scale"]
-        logreg: linear_model.LogisticRegression = pipeline["logreg"]
+        _, logreg = _steps(pipeline)
+        means, vars_ = scaler_stats(pipeline)
+        legacy = is_legacy(pipeline)
+        floor = 0.0 if legacy else VAR_FLOOR
         weights = logreg.weights
         n = len(DENSE_FEATURES)
         mean = np.zeros(n)
         inv_std = np.zeros(n)
         weight = np.zeros(n)
         for j, name in enumerate(DENSE_FEATURES):
-            mean[j] = scaler.means.get(name, 0.0)
-            var = scaler.vars.get(name, 0.0)
-            inv_std[j] = 1.0 / math.sqrt(var) if var else 0.0
+            mean[j] = means.get(name, 0.0)
+            var = vars_.get(name, 0.0)
+            inv_std[j] = 1.0 / math.sqrt(var) if var > floor else 0.0
             weight[j] = weights.get(name, 0.0)
-        dense = set(DENSE_FEATURES)
         sparse: dict[str, float] = {}
         for name, w in weights.items():
-            if name in dense:
+            if name in _DENSE or not w:
                 continue
-            var = scaler.vars.get(name, 0.0)
-            if var:
-                sparse[name] = w * (1.0 - scaler.means.get(name, 0.0)) / math.sqrt(var)
+            if not legacy:
+                sparse[name] = w
+            elif var := vars_.get(name, 0.0):
+                # Legacy: the plain scaler's view of a key present at 1.0 (0 at variance 0).
+                sparse[name] = w * (1.0 - means.get(name, 0.0)) / math.sqrt(var)
         return cls(version, mean, inv_std, weight, float(logreg.intercept), sparse)
 
     def logits(self, batch: FeatureBatch) -> np.ndarray:
@@ -92,7 +188,8 @@ class CompiledModel:
 
     def reasons(self, batch: FeatureBatch, top: int = 3) -> list[list[tuple[str, float]]]:
         """Per record, the `top` features that pushed its logit up most, with their signed
-        contributions w * (x - mean) / std (they and the intercept sum to the logit)."""
+        contributions: w * (x - mean) / std for a dense feature, w for a one-hot key present
+        (all of them and the intercept sum to the logit)."""
         n = len(batch)
         if n == 0:
             return []
@@ -120,4 +217,6 @@ def predict_one(pipeline: compose.Pipeline, features: dict[str, float]) -> float
 
 
 def feature_names(pipeline: compose.Pipeline) -> Sequence[str]:
-    return tuple(pipeline["scale"].means)
+    """The dense features, then the one-hot keys the model has weights for."""
+    _, logreg = _steps(pipeline)
+    return DENSE_FEATURES + tuple(sorted(k for k in logreg.weights if k not in _DENSE))

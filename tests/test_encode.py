@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import orjson
@@ -21,7 +21,7 @@ HOSTILE = ['a"b', "back\\slash", '","', '\\","\\', "é€😀", "line\nbreak", "
 def reference(
     tids: list[str],
     cards: list[str],
-    times: list[str],
+    times: list[datetime],
     probs: np.ndarray,
     threshold: float,
     version: int,
@@ -43,7 +43,7 @@ def reference(
             "flagged": bool(probs[i] >= threshold),
             "threshold": threshold,
             "model_version": version,
-            "event_time": times[i],
+            "event_time": times[i].isoformat().replace("+00:00", "Z"),
             "scored_at": now,
             "features": features,
             "reasons": [{"feature": f, "contribution": c} for f, c in reasons[i]]
@@ -74,7 +74,9 @@ def test_matches_dict_encoding_with_hostile_strings_and_reasons() -> None:
     n = 400
     tids = [f"t{i}" + HOSTILE[i % len(HOSTILE)] for i in range(n)]
     cards = [HOSTILE[(i * 7) % len(HOSTILE)] + str(i % 13) for i in range(n)]
-    times = ["2026-11-23T10:00:00.123456+00:00", "2026-11-23T10:00:01Z"] * (n // 2)
+    t0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
+    plus2 = timezone(timedelta(hours=2))
+    times = [t0 + timedelta(microseconds=i) if i % 2 else t0.astimezone(plus2) for i in range(n)]
     dense = rng.normal(scale=50.0, size=(n, K))
     dense[::5, 3] = 0.0
     dense[::7, 0] = 1e9
@@ -133,7 +135,7 @@ def test_empty_batch_and_no_reasons() -> None:
     enc = ScoreEncoder(reasons=0)
     now = datetime.now(UTC)
     assert enc.encode([], [], [], np.zeros(0), 0.5, 1, now, np.zeros((0, K)), []) == []
-    one = enc.encode(["t"], ["c"], ["2026-01-01T00:00:00Z"], np.array([0.9]), 0.5, 1, now,
+    one = enc.encode(["t"], ["c"], [datetime(2026, 1, 1, tzinfo=UTC)], np.array([0.9]), 0.5, 1, now,
                      np.ones((1, K)), [()])  # fmt: skip
     assert orjson.loads(one[0])["reasons"] == []
 
@@ -158,7 +160,7 @@ def test_any_strings_and_floats_round_trip(rows: list[tuple[str, str, list[float
     dense = np.array([r[2] for r in rows], dtype=np.float64)
     probs = np.linspace(0.0, 1.0, len(rows))
     now = datetime.now(UTC)
-    times = ["2026-01-01T00:00:00Z"] * len(rows)
+    times = [datetime(2026, 1, 1, tzinfo=UTC)] * len(rows)
     sparse: list[tuple[str, ...]] = [()] * len(rows)
     got = ScoreEncoder(reasons=0).encode(tids, cards, times, probs, 0.5, 2, now, dense, sparse)
     want = reference(tids, cards, times, probs, 0.5, 2, now, dense, sparse, None)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 
-from evaluation.learners import DriftMonitor, StaticLogistic
+from evaluation.learners import DriftMonitor, OnlineLogistic, StaticLogistic
 from evaluation.metrics import (
     alert_stats,
     average_precision,
@@ -21,6 +23,7 @@ from evaluation.replay import (
     Plan,
     Stream,
     StreamError,
+    TopScored,
     _progressive,
     _static,
     build_features,
@@ -32,6 +35,8 @@ from evaluation.report import ReportOptions, calibrated_thresholds
 from evaluation.run import EvaluateOptions, run_evaluation
 from fraudstream.cli import main
 from infra.config import ModelSettings
+from scorer.features import FeatureBatch
+from scorer.model import CompiledModel
 
 HOUR = 3600.0
 
@@ -177,6 +182,53 @@ def test_static_model_is_trained_once_then_frozen(plan: Plan, monkeypatch) -> No
         learner.fit([({"a": 1.0}, True)])
 
 
+def test_top_scored_keeps_the_k_highest_in_bounded_memory() -> None:
+    rng = random.Random(3)
+    scores = [round(rng.random(), 2) for _ in range(2000)]  # many ties
+    logits = [rng.choice([1.0, 2.0]) for _ in scores]
+    top = TopScored(7)
+    for i, p in enumerate(scores):
+        if top.wants(p, i):
+            top.add(p, i, {"row": i, "logit": logits[i]})
+        assert len(top._heap) <= 7
+    best = top.best()
+    # Highest first; equal scores by logit (River's probability saturates), then the earlier.
+    expected = sorted(range(len(scores)), key=lambda i: (-scores[i], -logits[i], i))[:7]
+    assert [s.row for s in best] == expected
+    assert [s.explanation["row"] for s in best] == expected
+    assert not TopScored(0).wants(1.0, 0) and not TopScored(3).wants(math.nan, 0)
+
+
+def test_online_top_scores_carry_the_reasons_given_when_scored(plan: Plan) -> None:
+    plan = dataclasses.replace(plan, top=6, top_reasons=3)
+    learner = OnlineLogistic(plan.model)
+    asked: list[int] = []
+    explain = learner.explain
+
+    def spy(row: FeatureBatch, top: int) -> dict:
+        # The explanation is the live scorer's, from the model that gave the score.
+        compiled = CompiledModel.from_pipeline(learner.pipeline, 0)
+        ex = explain(row, top)
+        assert ex["reasons"] == compiled.reasons(row, top)[0]
+        asked.append(len(asked))
+        return ex
+
+    learner.explain = spy  # type: ignore[method-assign]
+    result = _progressive(learner, plan)
+    top = result.top
+    assert len(top) == 6 and len(asked) < len(plan.ts) // 10  # only records that enter
+    assert [s.score for s in top] == sorted(result.scores, reverse=True)[:6]
+    assert [s.score for s in top] == [result.scores[s.row] for s in top]
+    for s in top:
+        ex = s.explanation
+        contributions = [c for _, c in ex["reasons"]]
+        assert 1 <= len(contributions) <= 3
+        assert contributions == sorted(contributions, reverse=True) and contributions[-1] > 0
+        # Intercept, reasons and the other contributions make up the logit of the score.
+        assert ex["intercept"] + sum(contributions) + ex["other"] == pytest.approx(ex["logit"])
+        assert 1.0 / (1.0 + math.exp(-ex["logit"])) == pytest.approx(s.score, abs=1e-9)
+
+
 def test_drift_monitor_sees_the_fraud_loss_rise() -> None:
     monitor = DriftMonitor()
     for i in range(600):
@@ -193,7 +245,7 @@ def test_drift_monitor_sees_the_fraud_loss_rise() -> None:
 def test_evaluation_report_files_and_contents(tmp_path: Path) -> None:
     opts = EvaluateOptions(
         count=4000, days=2.0, seed=5, fraud_rate=0.03, drift_at=0.5, label_delay_s=2 * HOUR,
-        n_cards=300, n_merchants=60, forest_models=2, legit_sample=0.2, jobs=2,
+        n_cards=300, n_merchants=60, forest_models=2, legit_sample=0.2, jobs=2, top=5,
         report=ReportOptions(daily_budget=20, chunk_frauds=10), out_dir=tmp_path / "out",
         json_path=tmp_path / "r.json",
     )  # fmt: skip
@@ -219,10 +271,30 @@ def test_evaluation_report_files_and_contents(tmp_path: Path) -> None:
         assert isinstance(lr["drift_detections"], list)
         assert lr["segments"]["overall"]["roc_auc"] is not None, name
     assert report["learners"]["online"]["threshold_sweep"]
+    # The online model's top scores, with their reasons; the others do not explain theirs.
+    top = report["learners"]["online"]["top_scored"]
+    assert [t["rank"] for t in top] == [1, 2, 3, 4, 5]
+    assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
+    ids = {t.transaction_id for t in run_stream_ids(opts)}
+    for t in top:
+        assert t["transaction_id"] in ids and isinstance(t["is_fraud"], bool)
+        assert t["pattern"] is None or t["is_fraud"]
+        assert t["reasons"] and all(r["contribution"] > 0 for r in t["reasons"])
+        total = t["intercept"] + sum(r["contribution"] for r in t["reasons"]) + t["other"]
+        assert total == pytest.approx(t["logit"])
+    assert "top_scored" not in report["learners"]["static"]
+    assert "top_scored" not in report["learners"]["forest"]
     md = ev.files["markdown"].read_text()
+    assert "5 highest scores" in md and top[0]["transaction_id"] in md
     for word in ("online", "static", "forest", "ROC AUC", "pre-drift", "post-drift", "← drift"):
         assert word in md
     assert md == ev.markdown
+
+
+def run_stream_ids(opts: EvaluateOptions) -> list:
+    from evaluation.run import load_stream
+
+    return load_stream(opts).transactions
 
 
 def test_user_files_are_read_and_evaluated(tmp_path: Path, stream: Stream, capsys) -> None:

@@ -22,8 +22,13 @@ def _same(raw: bytes) -> None:
         return
     got = decode_transaction_fast(raw)
     for name in type(expected).model_fields:
-        assert getattr(got, name) == getattr(expected, name), name
-    assert got.timestamp.timestamp() == expected.timestamp.timestamp()
+        if name != "timestamp":
+            assert getattr(got, name) == getattr(expected, name), name
+    # The one documented difference: beyond 6 fraction digits msgspec rounds, pydantic
+    # truncates; the instant and the zone offset agree otherwise.
+    delta = got.timestamp - expected.timestamp
+    assert abs(delta.total_seconds()) <= 1e-6
+    assert got.timestamp.utcoffset() == expected.timestamp.utcoffset()
 
 
 @settings(max_examples=1500, deadline=None)

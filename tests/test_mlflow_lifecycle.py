@@ -690,6 +690,11 @@ def test_trainer_promotes_a_better_challenger_and_publishes_and_registers_it(
     assert all(s.candidate == "steady" for s in snaps[first:])
     assert snaps[-1].hyperparameters["learning_rate"] == 0.1
     assert snaps[-1].metrics["roc_auc"] > snaps[first - 1].metrics["roc_auc"]
+    # Snapshots carry the challengers: before the promotion "steady", after it the demoted one.
+    assert [c.name for c in snaps[first - 1].challengers] == ["steady"]
+    [demoted] = snaps[-1].challengers
+    assert demoted.name == "default" and demoted.hyperparameters["learning_rate"] == 10.0
+    assert snaps[-1].promotions == 1 and dict(snaps[-1].load_challengers())["default"]
 
     client = mlflow_client(settings)
     champion = client.get_model_version_by_alias(settings.model.name, "champion")
@@ -698,3 +703,4 @@ def test_trainer_promotes_a_better_challenger_and_publishes_and_registers_it(
     assert "'steady' promoted over 'default'" in run.data.tags["promotion.last"]
     assert client.get_metric_history(run.info.run_id, "promotions")[-1].value == 1
     assert client.get_metric_history(run.info.run_id, "challenger.default.roc_auc")
+    assert client.get_metric_history(run.info.run_id, "challenger.default.log_loss")

@@ -22,6 +22,7 @@ from schemas.snapshot import (
     FORMAT,
     Snapshot,
     SnapshotError,
+    challenger_snapshot,
     decode_snapshot,
     encode_snapshot,
     make_snapshot,
@@ -186,6 +187,30 @@ def test_watcher_refuses_and_counts_and_keeps_the_model_it_has() -> None:
     # A valid one after all that is taken.
     watcher._handle(name, encode_snapshot(_snapshot(5)))
     assert loaded == [1, 5]
+
+
+def test_watcher_refuses_a_tampered_challenger_before_unpickling() -> None:
+    """Challengers are signed with the champion: another pickle in their place, even with a
+    matching checksum, refuses the whole snapshot and nothing is unpickled."""
+    settings = load_settings(snapshot_key=KEY.decode(), registry={"warm_start": False})
+    metrics = Metrics()
+    loaded: list[int] = []
+    watcher = ModelWatcher(settings, lambda s: loaded.append(s.version), metrics=metrics)
+    name = settings.model.name.encode()
+
+    def with_challenger(version: int) -> Snapshot:
+        steady = challenger_snapshot("steady", _trained(2.0), {"learning_rate": 0.1})
+        return _snapshot(version).model_copy(update={"challengers": [steady]}).sign(KEY)
+
+    watcher._handle(name, encode_snapshot(with_challenger(1)))
+    UNPICKLED.clear()
+    record = orjson.loads(encode_snapshot(with_challenger(2)))
+    record["challengers"][0].update(_evil_model_fields())
+    watcher._handle(name, orjson.dumps(record))
+    assert loaded == [1] and not UNPICKLED
+    assert metrics.registry.get_sample_value(
+        "fraudstream_snapshots_refused_total", {"reason": "bad_signature"}
+    )
 
 
 def test_watcher_counts_into_the_metrics_of_the_object_it_serves() -> None:

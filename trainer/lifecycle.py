@@ -11,6 +11,8 @@
 - `Arena`: champion and challengers. Challengers (`challengers.candidates`) learn the same
   joined stream as the champion and are evaluated the same way (progressively); one is
   promoted when it beats the champion by a margin over consecutive checks, with hysteresis.
+  Snapshots carry the challengers (`Arena.snapshot_fields`), so a restarted trainer goes on
+  with them trained (`Arena.restore_challengers`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from river import metrics as river_metrics
 from infra.config import ModelSettings, Settings
 from infra.metrics import Metrics
 from infra.model_updates import check_snapshot, snapshot_consumer
-from schemas.snapshot import Snapshot, SnapshotError, decode_snapshot
+from schemas.snapshot import (
+    ChallengerSnapshot,
+    Snapshot,
+    SnapshotError,
+    challenger_snapshot,
+    decode_snapshot,
+)
 from scorer.model import build_pipeline, predict_one
 from trainer.quality import RollingQuality
 
@@ -273,6 +281,66 @@ class Arena:
         ]
         self.champion, self.champion_model = name, model
 
+    def snapshot_fields(self) -> dict[str, Any]:
+        """The challengers and the promotion state, as `make_snapshot` keyword arguments."""
+        for i, c in enumerate(self.challengers):
+            bad = non_finite_parameters(c.pipeline)
+            if bad:
+                # Never recovers by learning more (as a champion would not): start it over
+                # rather than snapshot and shadow-score NaNs.
+                log.warning("challenger %r diverged (%s): reset, untrained", c.name, bad[0])
+                self.challengers[i] = self._fresh(c.name, c.model)
+        challengers: list[ChallengerSnapshot] = [
+            challenger_snapshot(
+                c.name,
+                c.pipeline,
+                c.model.model_dump(),
+                c.quality.as_dict(),
+                c.quality.seen,
+                c.streak,
+            )
+            for c in self.challengers
+        ]
+        return {
+            "challengers": challengers,
+            "promotions": self.promotions,
+            "labels_since_promotion": self.labels_since_promotion,
+        }
+
+    def restore_challengers(self, snapshot: Snapshot) -> None:
+        """Give the challengers the state `snapshot` recorded (after `restored`, which settles
+        who is champion). A challenger that is no longer configured, or whose settings changed
+        since, starts untrained; one that is not in the snapshot (older snapshots: none) too.
+        The rolling quality windows are not in snapshots: evaluation starts over, as the
+        champion's does, so a promotion again needs `min_labels` labels first."""
+        self.promotions = snapshot.promotions
+        self.labels_since_promotion = snapshot.labels_since_promotion
+        if not snapshot.challengers:
+            return
+        try:
+            loaded = dict(snapshot.load_challengers())
+        except SnapshotError as exc:
+            # The champion loaded: train on with untrained challengers rather than not at all.
+            log.warning("challengers not restored, they start untrained: %s", exc)
+            return
+        saved = {c.name: c for c in snapshot.challengers}
+        restored: list[str] = []
+        for c in self.challengers:
+            state = saved.get(c.name)
+            if state is None:
+                continue
+            if state.hyperparameters != c.model.model_dump():
+                log.info("challenger %r: settings changed since the snapshot, untrained", c.name)
+                continue
+            c.pipeline = loaded[c.name]
+            c.streak = state.streak
+            restored.append(f"{c.name} ({state.labels_seen} labels evaluated)")
+        dropped = sorted(set(saved) - {c.name for c in self.challengers})
+        if dropped:
+            log.info("challengers in the snapshot no longer configured: %s", ", ".join(dropped))
+        if restored:
+            log.info("challengers restored: %s", ", ".join(restored))
+
     def learn(self, features: dict[str, float], y: bool) -> None:
         self.labels_since_promotion += 1
         for c in self.challengers:
@@ -319,11 +387,13 @@ class Arena:
         return winner.pipeline, winner.quality, promotion
 
     def metrics(self) -> dict[str, float]:
+        """Each challenger's rolling quality (evaluated in shadow: progressively, on the same
+        labels as the champion), as run metrics `challenger.<name>.<metric>`."""
         out: dict[str, float] = {}
         for c in self.challengers:
-            auc = c.auc()
-            if auc is not None:
-                out[f"challenger.{c.name}.roc_auc"] = auc
+            for metric, value in c.quality.as_dict().items():
+                if math.isfinite(value):
+                    out[f"challenger.{c.name}.{metric}"] = value
         return out
 
 

@@ -29,8 +29,8 @@ from mlflow.types.schema import AnyType
 
 from schemas import Transaction
 from schemas.snapshot import decode_snapshot
-from scorer.features import DENSE_FEATURES, FeatureBuilder
-from scorer.model import predict_one
+from scorer.features import FeatureBuilder
+from scorer.model import feature_names, predict_one
 
 RAW_COLUMNS = {"transaction_id", "card_id", "amount", "merchant_category", "timestamp"}
 RAW_STRINGS = (
@@ -56,15 +56,7 @@ INPUT_EXAMPLE = {
 
 def model_features(pipeline: Any) -> list[str]:
     """Every feature the model scores with: the dense ones, then one-hot keys it learned."""
-    dense = list(DENSE_FEATURES)
-    known = set(dense)
-    learned: set[str] = set()
-    for step in getattr(pipeline, "steps", {}).values():
-        for attr in ("weights", "means"):
-            values = getattr(step, attr, None)
-            if isinstance(values, dict):
-                learned.update(str(k) for k in values)
-    return dense + sorted(learned - known)
+    return [str(k) for k in feature_names(pipeline)]
 
 
 def model_signature(pipeline: Any) -> ModelSignature:
