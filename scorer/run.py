@@ -25,6 +25,7 @@ from infra.model_updates import ModelWatcher
 from schemas import DecodeError
 from schemas.fast import FastTransaction, decode_transaction_fast
 from schemas.snapshot import Snapshot
+from scorer.card_kernel import warm_up
 from scorer.encode import ScoreEncoder
 from scorer.features import FeatureBatch, FeatureBuilder, Vocabulary
 from scorer.model import CompiledModel, build_pipeline
@@ -98,6 +99,7 @@ class Scorer:
         self._stop.set()
 
     def run(self, model_wait_s: float = 10.0) -> None:
+        warm_up()
         self.watcher.start()
         if not self.watcher.ready.wait(model_wait_s):
             log.warning(

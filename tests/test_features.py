@@ -61,7 +61,7 @@ def test_card_state_is_bounded_and_evicts_least_recent() -> None:
     builder.build([tx(9, card="c0")])  # c0 becomes most recent
     builder.build([tx(10, card="c3")])  # evicts c1
     assert len(builder.store) == 3 and builder.store.evicted == 1
-    assert "c1" not in builder.store.cards and "c0" in builder.store.cards
+    assert "c1" not in builder.store and "c0" in builder.store
 
 
 def test_category_vocabulary_is_bounded() -> None:
