@@ -10,8 +10,9 @@ learner existed (the static model from the end of its training part). Segments:
 Recovery: the post-drift transactions are cut, in time order, into chunks holding
 `chunk_frauds` frauds each. A learner has recovered at the first chunk whose ROC AUC is at
 least `recovery_share` of its own pre-drift ROC AUC and stays so over everything from that
-chunk to the end; the labels (all, and fraud) that arrived between the drift and the start
-of that chunk are the labels it needed. Single later chunks may still dip below the target
+chunk to the end, which must span at least `recovery_min_chunks` chunks (so a lucky last
+chunk is not a recovery); the labels (all, and fraud) that arrived between the drift and the
+start of that chunk are the labels it needed. Single later chunks may still dip below the target
 (chunks of 50 frauds are noisy): they are counted, not hidden.
 
 Top scores: for a learner that explains its scores (the online logistic model), its
@@ -50,6 +51,9 @@ class ReportOptions:
     window_days: float | None = None
     chunk_frauds: int = 50
     recovery_share: float = 0.95
+    # A recovery must hold over at least this many chunks (the one it starts at included):
+    # a last chunk alone that happens to score well is not a recovery.
+    recovery_min_chunks: int = 3
 
 
 def _nan_to_none(value: Any) -> Any:
@@ -155,6 +159,8 @@ def recovery(
     arrived = stream.label_time[np.isfinite(stream.label_time)]
     fraud_arrived = stream.label_time[np.isfinite(stream.label_time) & stream.y]
     for k, (c, auc) in enumerate(zip(chunks, aucs, strict=True)):
+        if len(chunks) - k < opts.recovery_min_chunks:
+            break
         if not auc >= target:
             continue
         tail = idx[idx >= c[0]]
@@ -331,6 +337,7 @@ def build_report(
         "alert_rate": opts.alert_rate,
         "chunk_frauds": opts.chunk_frauds,
         "recovery_share": opts.recovery_share,
+        "recovery_min_chunks": opts.recovery_min_chunks,
     }
     return _nan_to_none(report)
 
@@ -376,7 +383,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"Recovery after the drift: first chunk of {opts['chunk_frauds']} frauds whose ROC AUC "
             f"reaches {opts['recovery_share']:.0%} of the learner's pre-drift ROC AUC and stays "
-            "there to the end; ADWIN on the per-label loss of fraud labels."
+            f"there to the end, over at least {opts['recovery_min_chunks']} chunks; ADWIN on the "
+            "per-label loss of fraud labels."
         )
         lines.append("")
         lines.append(

@@ -42,8 +42,9 @@ class Topics(BaseModel):
 class ScorerSettings(BaseModel):
     group_id: str = "fraudstream-scorer"
     batch_size: int = Field(5000, ge=1, le=100_000)
-    # How long one consume() waits for a batch to fill; short keeps latency low.
-    poll_timeout_s: float = Field(0.02, gt=0, le=10)
+    # How long one consume() waits for a batch to fill (librdkafka returns early only when the
+    # batch is full): at low load every record waits up to this long, so keep it short.
+    poll_timeout_s: float = Field(0.005, gt=0, le=10)
     threshold: float = Field(0.5, ge=0, le=1)
     # Scores produced but not yet acknowledged; above this the scorer stops consuming.
     max_in_flight: int = Field(100_000, ge=1)
@@ -59,8 +60,10 @@ class ScorerSettings(BaseModel):
 class TrainerSettings(BaseModel):
     group_id: str = "fraudstream-trainer"
     batch_size: int = Field(5000, ge=1, le=100_000)
-    snapshot_every_labels: int = Field(1000, ge=1)
-    snapshot_every_s: float = Field(5.0, gt=0)
+    # Whichever comes first. The seconds bound the label-to-serving delay (bench: p99 ~1.1 s at
+    # 1 s); the label count bounds snapshot overhead at high label rates.
+    snapshot_every_labels: int = Field(10_000, ge=1)
+    snapshot_every_s: float = Field(1.0, gt=0)
     mlflow_every_s: float = Field(30.0, ge=0)
     join_buffer_size: int = Field(500_000, ge=1)
     join_ttl_s: float = Field(3 * 24 * 3600.0, gt=0)

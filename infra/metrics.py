@@ -22,6 +22,14 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 
+# Label lag runs from seconds (a live investigation) to months (chargebacks).
+LABEL_LAG_BUCKETS: tuple[float, ...] = tuple(
+    float(s) for s in (
+        1, 10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400,
+        30 * 86400, 60 * 86400, 90 * 86400, 120 * 86400, 180 * 86400,
+    )
+)  # fmt: skip
+
 
 class BatchHistogram(Collector):
     """A histogram observed a whole numpy batch at a time (prometheus_client observes one value
@@ -230,6 +238,32 @@ class Metrics:
             "fraudstream_challenger_roc_auc",
             "Rolling ROC AUC of each challenger, evaluated before learning",
             ["candidate"],
+            registry=r,
+        )
+        # Labels as they really arrive (trainer.maturation_s): most transactions get none.
+        # Observed a loop turn's labels at a time (the trainer learns ~10k labels/s).
+        self.label_lag = BatchHistogram(
+            "fraudstream_label_lag_seconds",
+            "Label lag: the label record's timestamp - its transaction's event time",
+            LABEL_LAG_BUCKETS,
+        )
+        r.register(self.label_lag)
+        self.label_coverage = Gauge(
+            "fraudstream_label_coverage",
+            "Share of the transactions the model learned that had an explicit label (the rest "
+            "matured unlabelled and were learned as legitimate)",
+            registry=r,
+        )
+        self.matured = Counter(
+            "fraudstream_matured_total",
+            "Scored transactions with no label within the maturation window: learned as legitimate",
+            registry=r,
+        )
+        self.late_labels = Counter(
+            "fraudstream_late_labels_total",
+            "Labels for a transaction that had already matured: honoured (a fraud label, "
+            "learned), confirmed (a legitimate one), unmatched (its score was forgotten or gone)",
+            ["outcome"],
             registry=r,
         )
 

@@ -1,9 +1,11 @@
-"""The scorer's fast path from bytes to a validated transaction (msgspec, ~4x pydantic).
+"""Fast paths from bytes to a validated transaction (the scorer) or label (the trainer), with
+msgspec (~4x pydantic).
 
 pydantic (`schemas.models.Transaction`) stays the definition of the contract. A record that
 msgspec rejects goes through pydantic, so it is rejected with the codec's reason, or
 accepted if it was valid in a form msgspec does not take; `tests/test_fast_decode.py`
 checks on generated input that whatever msgspec accepts, pydantic accepts with equal values.
+The same holds for labels (`schemas.models.Label`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.codec import MAX_RECORD_BYTES, decode_transaction
+from schemas.codec import MAX_RECORD_BYTES, decode_label, decode_transaction
 from schemas.models import MAX_AMOUNT, MAX_STR
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STR)]
@@ -46,8 +48,8 @@ def decode_transaction_fast(raw: bytes | None) -> FastTransaction:
     if raw and len(raw) <= MAX_RECORD_BYTES:
         try:
             return _decoder.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            pass
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            pass  # (invalid UTF-8 inside a string raises UnicodeDecodeError)
     tx = decode_transaction(raw)  # the precise reason, or a valid record in a rarer form
     return FastTransaction(
         tx.transaction_id,
@@ -60,3 +62,26 @@ def decode_transaction_fast(raw: bytes | None) -> FastTransaction:
         tx.country,
         tx.channel,
     )
+
+
+class FastLabel(msgspec.Struct, gc=False):
+    """Same fields and rules as `schemas.models.Label`."""
+
+    transaction_id: _Id
+    is_fraud: bool  # JSON true / false only, as pydantic's strict bool
+    labeled_at: _Stamp | None = None
+    source: _Opt = None
+
+
+_label_decoder = msgspec.json.Decoder(FastLabel)
+
+
+def decode_label_fast(raw: bytes | None) -> FastLabel:
+    """A validated label; raises `schemas.DecodeError` exactly as the codec does."""
+    if raw and len(raw) <= MAX_RECORD_BYTES:
+        try:
+            return _label_decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            pass  # (invalid UTF-8 inside a string raises UnicodeDecodeError)
+    label = decode_label(raw)  # the precise reason, or a valid record in a rarer form
+    return FastLabel(label.transaction_id, label.is_fraud, label.labeled_at, label.source)

@@ -212,7 +212,10 @@ class Scorer:
                     partition, FeatureBuilder(self.cfg.max_cards, self.categories, self.channels)
                 )
             batch = builder.build(tx for _, tx in items)
-            self._emit(items, batch, serving.compiled.predict_proba(batch), serving, on_delivery)
+            # Rounds the features to what the Score will carry, so scored == logged.
+            written = self.encoder.fixed_point_features(batch.dense)
+            probs = serving.compiled.predict_proba(batch)
+            self._emit(items, batch, written, probs, serving, on_delivery)
         self._update_card_metrics()
 
     def _update_card_metrics(self) -> None:
@@ -227,6 +230,7 @@ class Scorer:
         self,
         items: list[tuple[Message, FastTransaction]],
         batch: FeatureBatch,
+        written: list[bytes] | None,
         probs: np.ndarray,
         serving: ServingModel,
         on_delivery: functools.partial[None],
@@ -259,6 +263,7 @@ class Scorer:
             batch.sparse,
             reasons,
             shadow,
+            written,
         )
         topic = self.topics.scores
         produce = self.producer.produce

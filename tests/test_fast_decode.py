@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import DecodeError, decode_transaction
-from schemas.fast import decode_transaction_fast
-from tests.test_properties import _encode, json_values, near_valid
+from schemas import DecodeError, decode_label, decode_transaction
+from schemas.fast import decode_label_fast, decode_transaction_fast
+from tests.test_properties import _encode, json_scalars, json_values, near_valid, timestamps
 
 
 def _same(raw: bytes) -> None:
@@ -75,3 +75,99 @@ def test_amount_forms(amount: str) -> None:
         f'"timestamp": "2026-11-22T12:00:00Z", "amount": {amount}}}'
     )
     _same(raw.encode())
+
+
+def test_invalid_utf8_in_a_string_is_a_decode_error() -> None:
+    # msgspec raises UnicodeDecodeError here, not one of its own errors: it must not escape.
+    raw = (
+        b'{"transaction_id": "\xff", "card_id": "c", "amount": 1, "merchant_category": "m", '
+        b'"timestamp": "2026-11-22T12:00:00Z"}'
+    )
+    _same(raw)
+
+
+# -- labels ------------------------------------------------------------------------------------
+
+near_valid_labels = st.fixed_dictionaries(
+    {
+        "transaction_id": st.text(max_size=10) | st.text(min_size=250, max_size=260) | json_scalars,
+        "is_fraud": st.booleans() | json_scalars,
+    },
+    optional={
+        "labeled_at": timestamps | json_scalars,
+        "source": st.text(max_size=10) | st.text(min_size=250, max_size=260) | json_scalars,
+        "extra": json_values,
+    },
+)
+
+
+def _same_label(raw: bytes) -> None:
+    try:
+        expected = decode_label(raw)
+    except DecodeError as exc:
+        with pytest.raises(DecodeError) as info:
+            decode_label_fast(raw)
+        assert info.value.reason == exc.reason
+        return
+    got = decode_label_fast(raw)
+    assert got.transaction_id == expected.transaction_id
+    assert got.is_fraud is expected.is_fraud
+    assert got.source == expected.source
+    if expected.labeled_at is None:
+        assert got.labeled_at is None
+    else:
+        # As for transactions: beyond 6 fraction digits msgspec rounds, pydantic truncates.
+        assert got.labeled_at is not None
+        assert abs((got.labeled_at - expected.labeled_at).total_seconds()) <= 1e-6
+        assert got.labeled_at.utcoffset() == expected.labeled_at.utcoffset()
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    near_valid_labels.map(_encode)
+    | near_valid.map(_encode)
+    | json_values.map(_encode)
+    | st.binary(max_size=100)
+)
+def test_label_fast_path_matches_the_contract(raw: bytes) -> None:
+    _same_label(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"null",
+        b"[]",
+        b"{",
+        b"{}",
+        b'{"transaction_id": "t", "is_fraud": true}',
+        b'{"transaction_id": "t", "is_fraud": false, "source": "bank", "x": [1, {"y": 2}]}',
+        b'{"transaction_id": "", "is_fraud": true}',
+        b'{"transaction_id": 1, "is_fraud": true}',
+        b'{"transaction_id": "t", "is_fraud": 1}',
+        b'{"transaction_id": "t", "is_fraud": "true"}',
+        b'{"transaction_id": "t", "is_fraud": null}',
+        b'{"transaction_id": "t"}',
+        b'{"is_fraud": true}',
+        b'{"transaction_id": "t", "is_fraud": true, "is_fraud": false}',
+        b'{"transaction_id": "a", "transaction_id": "b", "is_fraud": true}',
+        b'{"transaction_id": "t", "is_fraud": true, "labeled_at": "2026-11-22T12:00:00Z"}',
+        b'{"transaction_id": "t", "is_fraud": true, "labeled_at": "2026-11-22T12:00:00"}',
+        b'{"transaction_id": "t", "is_fraud": true, "labeled_at": 1700000000}',
+        b'{"transaction_id": "t", "is_fraud": true, "labeled_at": null}',
+        b'{"transaction_id": "t", "is_fraud": true, "source": null}',
+        b'{"transaction_id": "t", "is_fraud": true, "source": 3}',
+        b'{"transaction_id": "\\ud800", "is_fraud": true}',
+        b'{"transaction_id": "\\u00e9\\n", "is_fraud": true}',
+        b'{"transaction_id": "\xff", "is_fraud": true}',
+        b'{"transaction_id": "t", "is_fraud": true} x',
+        orjson.dumps({"transaction_id": "x" * 256, "is_fraud": True}),
+        orjson.dumps({"transaction_id": "x" * 257, "is_fraud": True}),
+        orjson.dumps({"transaction_id": "é" * 256, "is_fraud": True}),
+        orjson.dumps({"transaction_id": "t", "is_fraud": True, "source": "s" * 257}),
+        orjson.dumps({"transaction_id": "t", "is_fraud": True, "pad": "p" * 70_000}),
+    ],
+)
+def test_label_forms(raw: bytes) -> None:
+    _same_label(raw)

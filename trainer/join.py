@@ -1,20 +1,34 @@
-"""A bounded buffer joining scores and labels by transaction_id; either side may come first."""
+"""A bounded buffer joining scores and labels by transaction_id; either side may come first.
+
+With a maturation window (`maturation_us` > 0) a pending score also leaves the buffer when
+the stream's watermark passes its event time + the window: it is learned as legitimate
+(`mature`), and a label that comes later for it is handed back as a late label.
+"""
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
+
+from trainer.maturation import SlidingMin
 
 T = TypeVar("T")
 
+# How a transaction was resolved: an explicit label joined with its score; matured (no label
+# within the window: learned as legitimate); a label that came after it matured.
+Kind = Literal["label", "matured", "late"]
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~3x, once per record
 class Pending(Generic[T]):
     item: T
     arrived: float  # monotonic-ish seconds, caller's clock
     partition: int
     offset: int
+    # A score's event time, a label's record timestamp (microseconds since the epoch; 0: unknown).
+    time_us: int = 0
 
 
 class BoundedBuffer(Generic[T]):
@@ -60,14 +74,30 @@ class BoundedBuffer(Generic[T]):
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs ~3x, once per record
 class Joined:
     transaction_id: str
-    score_raw: bytes
+    # None for a late label: the score left memory at maturation (re-read it by `score_at`).
+    score_raw: bytes | None
     is_fraud: bool
     score_at: tuple[int, int]  # (partition, offset) in the scores topic
-    label_at: tuple[int, int]  # (partition, offset) in the labels topic
+    label_at: tuple[int, int] | None  # (partition, offset) in the labels topic; None: matured
     label_arrived: float
+    kind: Kind = "label"
+    event_us: int = 0  # the score's event time, when known
+    label_us: int = 0  # the label's record timestamp, when known
+
+
+@dataclass(slots=True)
+class Resolved:
+    """A transaction already learned (or skipped as learned before a restart)."""
+
+    is_fraud: bool
+    kind: Kind
+    score_at: tuple[int, int]
+    label_at: tuple[int, int] | None
+    event_us: int
+    seq: int
 
 
 class Joiner:
@@ -75,67 +105,166 @@ class Joiner:
 
     A transaction is joined once: a repeated score (a scorer re-scoring after a crash) or a
     repeated label for a transaction already joined is ignored and counted, and a label that
-    contradicts the one already learned is counted as a conflict (the first label stands).
+    contradicts the one already learned is counted as a conflict (the first label stands). The
+    one exception is a transaction learned as legitimate at maturation: its label is returned
+    as kind "late" for the trainer to honour (a fraud label) or count (a legitimate one).
     """
 
-    def __init__(self, max_size: int, ttl_s: float) -> None:
-        self.scores: BoundedBuffer[bytes] = BoundedBuffer(max_size, ttl_s)
+    def __init__(self, max_size: int, ttl_s: float, maturation_us: int = 0) -> None:
+        self.maturation_us = maturation_us
+        # With maturation on, a score waits for its label until it matures (stream time), not
+        # for a wall-clock TTL; the size bound still holds. Labels keep the TTL.
+        self.scores: BoundedBuffer[bytes] = BoundedBuffer(
+            max_size, float("inf") if maturation_us else ttl_s
+        )
         self.labels: BoundedBuffer[bool] = BoundedBuffer(max_size, ttl_s)
-        # Recently joined transactions and their label, bounded like the buffers.
-        self.joined: OrderedDict[str, bool] = OrderedDict()
+        # Recently resolved transactions, bounded like the buffers: repeats are recognized,
+        # and a label for a matured one is a late label, as long as it is remembered.
+        self.joined: OrderedDict[str, Resolved] = OrderedDict()
         self.max_joined = max_size
         self.duplicate_scores = 0
         self.duplicate_labels = 0
         self.conflicting_labels = 0
+        self.forgotten_matured = 0
+        self._seq = 0
+        # Pending scores by due time (event time + window): (due_us, seq, tid, partition,
+        # offset). Entries of scores that left the buffer otherwise are skipped when popped.
+        self._due: list[tuple[int, int, str, int, int]] = []
+        # With maturation on, a restart re-reads every remembered transaction, both halves, so
+        # that none is matured twice and late labels still find theirs (Trainer._offsets).
+        self.score_pins = SlidingMin()
+        self.label_pins = SlidingMin()
 
-    def _remember(self, joined: Joined) -> Joined:
-        self.joined[joined.transaction_id] = joined.is_fraud
+    def _remember(
+        self,
+        tid: str,
+        is_fraud: bool,
+        kind: Kind,
+        score_at: tuple[int, int],
+        label_at: tuple[int, int] | None,
+        event_us: int,
+    ) -> None:
+        self._seq += 1
+        seq = self._seq
+        self.joined.pop(tid, None)  # re-resolved (a late label): moves to the newest end
+        self.joined[tid] = Resolved(is_fraud, kind, score_at, label_at, event_us, seq)
+        if self.maturation_us:
+            self.score_pins.push(score_at[0], seq, score_at[1])
+            if label_at is not None:
+                self.label_pins.push(label_at[0], seq, label_at[1])
         if len(self.joined) > self.max_joined:
-            self.joined.popitem(last=False)
-        return joined
+            _, old = self.joined.popitem(last=False)
+            if old.kind == "matured":
+                self.forgotten_matured += 1
+            if self.maturation_us:
+                self.score_pins.expire(old.score_at[0], old.seq)
+                if old.label_at is not None:
+                    self.label_pins.expire(old.label_at[0], old.seq)
 
     def add_score(
-        self, tid: str, raw: bytes, now: float, partition: int, offset: int
+        self,
+        tid: str,
+        raw: bytes,
+        now: float,
+        partition: int,
+        offset: int,
+        event_us: int = 0,
+        matured_before: bool = False,
     ) -> Joined | None:
-        if tid in self.joined:
+        """`matured_before`: the trainer resumed from a snapshot taken after this score had
+        matured (it is being re-read): remember it as matured, learn nothing."""
+        if tid in self.joined or tid in self.scores.items:
             self.duplicate_scores += 1
             return None
         label = self.labels.pop(tid)
         if label is None:
-            self.scores.put(tid, Pending(raw, now, partition, offset))
+            if matured_before:
+                self._remember(tid, False, "matured", (partition, offset), None, event_us)
+                return None
+            self.scores.put(tid, Pending(raw, now, partition, offset, event_us))
+            if self.maturation_us:
+                self._seq += 1
+                due = event_us + self.maturation_us
+                heapq.heappush(self._due, (due, self._seq, tid, partition, offset))
             return None
+        kind: Kind = "late" if matured_before else "label"
+        score_at, label_at = (partition, offset), (label.partition, label.offset)
+        self._remember(tid, label.item, kind, score_at, label_at, event_us)
         return Joined(
-            tid,
-            raw,
-            label.item,
-            (partition, offset),
-            (label.partition, label.offset),
-            label.arrived,
+            tid, raw, label.item, score_at, label_at, label.arrived, kind, event_us, label.time_us
         )
 
     def add_label(
-        self, tid: str, is_fraud: bool, now: float, partition: int, offset: int
+        self,
+        tid: str,
+        is_fraud: bool,
+        now: float,
+        partition: int,
+        offset: int,
+        time_us: int = 0,
     ) -> Joined | None:
         learned = self.joined.get(tid)
         if learned is not None:
-            if learned == is_fraud:
+            if learned.kind == "matured":
+                label_at = (partition, offset)
+                self._remember(tid, is_fraud, "late", learned.score_at, label_at, learned.event_us)
+                return Joined(
+                    tid,
+                    None,
+                    is_fraud,
+                    learned.score_at,
+                    label_at,
+                    now,
+                    "late",
+                    learned.event_us,
+                    time_us,
+                )
+            if learned.is_fraud == is_fraud:
                 self.duplicate_labels += 1
             else:
                 self.conflicting_labels += 1
             return None
         waiting = self.labels.items.get(tid)
-        if waiting is not None and waiting.item != is_fraud:
-            self.conflicting_labels += 1
+        if waiting is not None:
+            if waiting.item != is_fraud:
+                self.conflicting_labels += 1
+            else:
+                self.duplicate_labels += 1
             return None
         score = self.scores.pop(tid)
         if score is None:
-            self.labels.put(tid, Pending(is_fraud, now, partition, offset))
+            self.labels.put(tid, Pending(is_fraud, now, partition, offset, time_us))
             return None
-        return self._remember(
-            Joined(
-                tid, score.item, is_fraud, (score.partition, score.offset), (partition, offset), now
-            )
+        score_at, label_at = (score.partition, score.offset), (partition, offset)
+        self._remember(tid, is_fraud, "label", score_at, label_at, score.time_us)
+        return Joined(
+            tid, score.item, is_fraud, score_at, label_at, now, "label", score.time_us, time_us
         )
+
+    def mature(self, watermark_us: int, now: float) -> list[Joined]:
+        """Pending scores whose window has passed the watermark, oldest due first: to be
+        learned as legitimate. Remembered as resolved, so a later label is a late label."""
+        out: list[Joined] = []
+        due, items = self._due, self.scores.items
+        while due and due[0][0] <= watermark_us:
+            _, _, tid, partition, offset = heapq.heappop(due)
+            pending = items.get(tid)
+            if pending is None or pending.offset != offset or pending.partition != partition:
+                continue  # joined with a label or evicted meanwhile
+            del items[tid]
+            score_at = (partition, offset)
+            self._remember(tid, False, "matured", score_at, None, pending.time_us)
+            out.append(
+                Joined(tid, pending.item, False, score_at, None, now, "matured", pending.time_us)
+            )
+        if len(due) > 2 * len(items) + 1024:
+            # Entries of scores that were joined or evicted: rebuild from what is pending.
+            self._due = [
+                (p.time_us + self.maturation_us, i, tid, p.partition, p.offset)
+                for i, (tid, p) in enumerate(items.items())
+            ]
+            heapq.heapify(self._due)
+        return out
 
     def expire(self, now: float) -> None:
         self.scores.expire(now)

@@ -38,7 +38,7 @@ from schemas.snapshot import (
     challenger_snapshot,
     decode_snapshot,
 )
-from scorer.model import build_pipeline, predict_one
+from scorer.model import build_pipeline, predict_one, upgrade_pipeline
 from trainer.quality import RollingQuality
 
 log = logging.getLogger(__name__)
@@ -318,7 +318,7 @@ class Arena:
         if not snapshot.challengers:
             return
         try:
-            loaded = dict(snapshot.load_challengers())
+            loaded = {n: upgrade_pipeline(p) for n, p in snapshot.load_challengers()}
         except SnapshotError as exc:
             # The champion loaded: train on with untrained challengers rather than not at all.
             log.warning("challengers not restored, they start untrained: %s", exc)
@@ -464,7 +464,9 @@ class TrainerLifecycle:
         if any(code == "non_finite" for code, _detail in held):
             # Never recovers by learning more: go back to the model in service.
             last = self._last
-            self.pipeline = last.load_model() if last else build_pipeline(self.settings.model)
+            self.pipeline = (
+                upgrade_pipeline(last.load_model()) if last else build_pipeline(self.settings.model)
+            )
             self.labels_learned = last.labels_learned if last else 0
             self.label_counts = {"fraud": 0, "legit": 0, **(last.label_counts if last else {})}
             self.arena.restored(last.candidate if last else None, last and last.hyperparameters)
@@ -473,7 +475,7 @@ class TrainerLifecycle:
     def _adopt(self, rollback: Snapshot) -> None:
         """An operator rolled back (`fraudstream model rollback`): learn on from that model."""
         try:
-            pipeline = rollback.load_model()
+            pipeline = upgrade_pipeline(rollback.load_model())
         except SnapshotError as exc:
             log.warning("rollback v%d not adopted: %s", rollback.version, exc)
             return

@@ -10,10 +10,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from infra.config import Settings
 from infra.dlq import send_to_dlq
@@ -23,13 +32,39 @@ from infra.model_updates import read_latest_snapshot
 from infra.registry import snapshot_key
 from schemas import DecodeError, decode_label
 from schemas.snapshot import Offsets, Snapshot, encode_snapshot, make_snapshot
-from scorer.model import build_pipeline, predict_one
+from scorer.model import build_pipeline, predict_one, upgrade_pipeline
 from trainer.join import Joined, Joiner
 from trainer.lifecycle import Arena, Guardrails, RollbackWatcher, TrainerLifecycle
+from trainer.maturation import (
+    MAX_FUTURE_US,
+    WATERMARK_KEY,
+    ScoreFetcher,
+    event_time_us,
+    wall_clock_us,
+)
 from trainer.quality import RollingQuality
 from trainer.tracking import MlflowLogger
 
 log = logging.getLogger(__name__)
+
+_TID_PREFIX = b'{"transaction_id":"'
+
+
+def _leading_tid(raw: bytes) -> str | None:
+    """The transaction id of a Score that starts with it (as the scorer writes them), without
+    parsing the rest; None when it does not, or the id has escapes: parse the whole record."""
+    if not raw.startswith(_TID_PREFIX):
+        return None
+    end = raw.find(b'"', len(_TID_PREFIX))
+    if end < 0:
+        return None
+    tid = raw[len(_TID_PREFIX) : end]
+    if b"\\" in tid:
+        return None
+    try:
+        return tid.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 class Trainer(TrainerLifecycle):
@@ -46,7 +81,18 @@ class Trainer(TrainerLifecycle):
         self.labels_learned = 0
         self.last_label_at: float | None = None
         self.label_counts = {"fraud": 0, "legit": 0}
-        self.joiner = Joiner(self.cfg.join_buffer_size, self.cfg.join_ttl_s)
+        # Labels as they really arrive: see trainer/maturation.py and `_mature`.
+        self.maturation_us = round(self.cfg.maturation_s * 1_000_000)
+        self.joiner = Joiner(self.cfg.join_buffer_size, self.cfg.join_ttl_s, self.maturation_us)
+        # Stream time: the newest score event time seen (microseconds), and the one stored in
+        # the snapshot we resumed from (what had matured before the restart).
+        self.watermark_us: int | None = None
+        self.restored_watermark_us: int | None = None
+        self.fetcher = ScoreFetcher(settings)
+        # Per-record metric updates are batched or resolved once (labels() costs ~2 us).
+        self._labels_read = {b: metrics.labels.labels(str(b).lower()) for b in (True, False)}
+        self._learned_unreported = 0
+        self._lags: list[float] = []
         self.quality = RollingQuality(self.cfg.quality_window, settings.scorer.threshold)
         # Next offset to read per (topic, partition), i.e. everything below was processed.
         self.positions: dict[tuple[str, int], int] = {}
@@ -59,6 +105,8 @@ class Trainer(TrainerLifecycle):
         self._last: Snapshot | None = None
         self._evictions_reported: dict[tuple[str, str], int] = {}
         self._stop = threading.Event()
+        # When the first batch of records was handed to `_handle` (perf_counter; benchmarks).
+        self.first_record_at: float | None = None
         # Model lifecycle (trainer/lifecycle.py): publish only sane snapshots; adopt rollbacks.
         self.guardrails = Guardrails(settings)
         self.rollbacks = RollbackWatcher(settings)
@@ -90,7 +138,8 @@ class Trainer(TrainerLifecycle):
                 "no snapshot on %s: starting from an untrained model", self.topics.model_updates
             )
             return
-        self.pipeline = snapshot.load_model()
+        # A model written before the dense-only scaler learns its one-hot keys from now on.
+        self.pipeline = upgrade_pipeline(snapshot.load_model())
         self.version = snapshot.version
         self.labels_learned = snapshot.labels_learned
         self.label_counts = {"fraud": 0, "legit": 0, **snapshot.label_counts}
@@ -99,6 +148,7 @@ class Trainer(TrainerLifecycle):
         self.metrics.model_version.set(self.version)
         self._last = snapshot
         self.arena.restored(snapshot.candidate, snapshot.hyperparameters)
+        self.arena.restore_challengers(snapshot)
         if snapshot.origin == "registry":
             log.info(
                 "warm start: %s is empty; starting from the registry champion (version %s, "
@@ -115,6 +165,10 @@ class Trainer(TrainerLifecycle):
 
     def run(self) -> None:
         self.restore()
+        # The watermark rides in the snapshot's free-form `label_counts` (trainer.maturation).
+        restored_watermark = self.label_counts.pop(WATERMARK_KEY, None)
+        if restored_watermark is not None:
+            self.restored_watermark_us = self.watermark_us = int(restored_watermark)
         self.rollbacks.start(self.version)
         if self.mlflow is not None:
             self.mlflow.start()
@@ -124,6 +178,8 @@ class Trainer(TrainerLifecycle):
             while not self._stop.is_set():
                 msgs = self.consumer.consume(self.cfg.batch_size, 0.1)
                 now = time.time()
+                if msgs and self.first_record_at is None:
+                    self.first_record_at = time.perf_counter()
                 for msg in msgs:
                     self._handle(msg, now)
                 self.producer.poll(0)
@@ -134,10 +190,13 @@ class Trainer(TrainerLifecycle):
     def _shutdown(self) -> None:
         log.info("trainer stopping: final snapshot")
         try:
+            self._update_gauges()  # reports what the last loop turn learned
+            self._stamp_watermark()
             self.snapshot(final=True)
             self.producer.flush(30)
         finally:
             self.consumer.close()
+            self.fetcher.close()
             self.rollbacks.stop()
             if self.mlflow is not None:
                 self.mlflow.close()
@@ -166,22 +225,65 @@ class Trainer(TrainerLifecycle):
         self.positions[(topic, partition)] = offset + 1
         if topic == self.topics.scores:
             joined = self._score(msg, now)
+            if joined is not None:
+                self._learn(joined)
+            if self.maturation_us and self.watermark_us is not None:
+                # Record by record, so what has matured is a function of what was read: a
+                # snapshot's watermark says exactly which scores it had matured.
+                for matured in self.joiner.mature(self.watermark_us, now):
+                    self._learn(matured)
         else:
             joined = self._label(msg, now)
-        if joined is not None:
-            self._learn(joined)
+            if joined is not None:
+                self._learn(joined)
 
     def _score(self, msg: Message, now: float) -> Joined | None:
         raw = msg.value() or b""
+        if not self.maturation_us:
+            # Fast path: our scorer writes the id first; the whole record is parsed (and
+            # checked) once, when it is learned.
+            tid_fast = _leading_tid(raw)
+            if tid_fast is not None:
+                return self.joiner.add_score(tid_fast, raw, now, msg.partition(), msg.offset())
         try:
-            tid = orjson.loads(raw)["transaction_id"]
+            record = orjson.loads(raw)
+            tid = record["transaction_id"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.metrics.dlq.labels(msg.topic(), "invalid_score").inc()
             return None
         if not isinstance(tid, str):
             self.metrics.dlq.labels(msg.topic(), "invalid_score").inc()
             return None
-        return self.joiner.add_score(tid, raw, now, msg.partition(), msg.offset())
+        if not self.maturation_us:
+            return self.joiner.add_score(tid, raw, now, msg.partition(), msg.offset())
+        event_us = event_time_us(record.get("event_time"))
+        if event_us is None:
+            # Without an event time it could never mature: not a usable Score.
+            self.metrics.dlq.labels(msg.topic(), "invalid_score").inc()
+            return None
+        partition, offset = msg.partition(), msg.offset()
+        if event_us <= wall_clock_us() + MAX_FUTURE_US and (
+            self.watermark_us is None or event_us > self.watermark_us
+        ):
+            self.watermark_us = event_us
+        return self.joiner.add_score(
+            tid,
+            raw,
+            now,
+            partition,
+            offset,
+            event_us,
+            self._matured_before(partition, offset, event_us),
+        )
+
+    def _matured_before(self, partition: int, offset: int, event_us: int) -> bool:
+        """A re-read score that the snapshot we resumed from had already matured: it was read
+        then (below the processed offset) and its window ended by the watermark stored then."""
+        restored = self.restored_watermark_us
+        if restored is None or event_us + self.maturation_us > restored:
+            return False
+        done = self.restored_processed.get(self.topics.scores, {}).get(str(partition), -1)
+        return offset < done
 
     def _label(self, msg: Message, now: float) -> Joined | None:
         try:
@@ -190,13 +292,18 @@ class Trainer(TrainerLifecycle):
             send_to_dlq(self.producer, self.topics.labels_dlq, msg, exc.reason, exc.detail)
             self.metrics.dlq.labels(msg.topic(), exc.reason).inc()
             return None
-        self.metrics.labels.labels(str(label.is_fraud).lower()).inc()
+        self._labels_read[label.is_fraud].inc()
+        ts_type, ts_ms = msg.timestamp()
+        time_us = ts_ms * 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE and ts_ms > 0 else 0
         return self.joiner.add_label(
-            label.transaction_id, label.is_fraud, now, msg.partition(), msg.offset()
+            label.transaction_id, label.is_fraud, now, msg.partition(), msg.offset(), time_us
         )
 
     def _already_learned(self, joined: Joined) -> bool:
-        """Both halves were read before the snapshot we resumed from: learned back then."""
+        """Both halves were read before the snapshot we resumed from: learned back then.
+        (A matured transaction has no label half; see `_matured_before` for those.)"""
+        if joined.label_at is None:
+            return False
         s_part, s_off = joined.score_at
         l_part, l_off = joined.label_at
         done = self.restored_processed
@@ -207,16 +314,55 @@ class Trainer(TrainerLifecycle):
     def _learn(self, joined: Joined) -> None:
         if self._already_learned(joined):
             return
+        if joined.kind == "late":
+            self._late(joined)
+            return
+        if self._fit(joined) and joined.kind == "matured":
+            self.label_counts["matured"] = self.label_counts.get("matured", 0) + 1
+            self.metrics.matured.inc()
+
+    def _late(self, joined: Joined) -> None:
+        """A label for a transaction already learned as legitimate at maturation.
+
+        A legitimate one confirms it: nothing to learn. A fraud one is honoured: the Score is
+        re-read from the scores topic (its serving-time features left memory at maturation)
+        and learned once as fraud, with the usual fraud weight. The earlier legitimate update
+        is not undone (SGD cannot unlearn exactly); its step was proportional to the fraud
+        probability the model gave then, small for the fraud it missed, so learning the fraud
+        once nets out close to having learned it as fraud only.
+        """
+        if not joined.is_fraud:
+            self.metrics.late_labels.labels("confirmed").inc()
+            return
+        raw = joined.score_raw
+        if raw is None:
+            raw = self.fetcher.fetch(*joined.score_at)
+        if raw is None:
+            log.warning(
+                "late fraud label for %s: its score %s[%d]@%d is gone; not learned",
+                joined.transaction_id,
+                self.topics.scores,
+                *joined.score_at,
+            )
+            self.metrics.late_labels.labels("unmatched").inc()
+            return
+        if self._fit(replace(joined, score_raw=raw)):
+            self.label_counts["late"] = self.label_counts.get("late", 0) + 1
+            self.metrics.late_labels.labels("honoured").inc()
+
+    def _fit(self, joined: Joined) -> bool:
+        """Evaluate, then learn one joined transaction. False: the Score was unusable."""
         try:
-            record = orjson.loads(joined.score_raw)
+            record = orjson.loads(joined.score_raw or b"")
             features = record["features"]
             if not isinstance(features, dict):
                 raise TypeError("features is not an object")
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.metrics.dlq.labels(self.topics.scores, "invalid_score").inc()
-            return
+            return False
         y = joined.is_fraud
         # Progressive validation: evaluate the current model on the label before learning it.
+        # Matured transactions count too: they are most of the real negatives.
         self.quality.update(y, predict_one(self.pipeline, features))
         self.guardrails.observe(features, y, record.get("score"))
         self.label_counts["fraud" if y else "legit"] += 1
@@ -226,7 +372,12 @@ class Trainer(TrainerLifecycle):
         self.labels_learned += 1
         self.last_label_at = joined.label_arrived
         self._since_snapshot += 1
-        self.metrics.labels_learned.inc()
+        self._learned_unreported += 1  # the counter is bumped once per loop turn
+        if joined.label_us:
+            event_us = joined.event_us or event_time_us(record.get("event_time"))
+            if event_us:
+                self._lags.append(max(0.0, (joined.label_us - event_us) / 1e6))
+        return True
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -241,7 +392,13 @@ class Trainer(TrainerLifecycle):
         self.joiner.expire(time.time())
         self._update_gauges()
         if due:
+            self._stamp_watermark()
             self.snapshot()
+
+    def _stamp_watermark(self) -> None:
+        """Put the watermark where the snapshot carries it (see WATERMARK_KEY)."""
+        if self.watermark_us is not None:
+            self.label_counts[WATERMARK_KEY] = self.watermark_us
 
     def _offsets(self) -> tuple[Offsets, Offsets]:
         processed: Offsets = {}
@@ -249,11 +406,16 @@ class Trainer(TrainerLifecycle):
             processed.setdefault(topic, {})[str(partition)] = pos
         # Resume where the oldest still-unjoined record sits, so the buffer is rebuilt.
         resume: Offsets = {t: dict(p) for t, p in processed.items()}
-        for topic, buffer in (
-            (self.topics.scores, self.joiner.scores),
-            (self.topics.labels, self.joiner.labels),
+        j = self.joiner
+        for topic, mins in (
+            (self.topics.scores, j.scores.min_offsets()),
+            (self.topics.labels, j.labels.min_offsets()),
+            # With maturation on: both halves of every remembered transaction, so a restart
+            # re-reads them and neither matures a joined score nor misses a late label.
+            (self.topics.scores, j.score_pins.mins()),
+            (self.topics.labels, j.label_pins.mins()),
         ):
-            for partition, offset in buffer.min_offsets().items():
+            for partition, offset in mins.items():
                 parts = resume.setdefault(topic, {})
                 key = str(partition)
                 parts[key] = min(parts.get(key, offset), offset)
@@ -310,6 +472,8 @@ class Trainer(TrainerLifecycle):
                 candidate=self.arena.champion,
                 hyperparameters=self.arena.champion_model.model_dump(),
                 last_label_at=self.last_label_at,
+                # Challengers too: a restarted trainer goes on with them trained.
+                **self.arena.snapshot_fields(),
             )
             # Not waited for: learning goes on while the broker acknowledges (or is down).
             self.producer.produce(
@@ -360,6 +524,12 @@ class Trainer(TrainerLifecycle):
             log.warning("offset commit failed: %s", exc)
 
     def _update_gauges(self) -> None:
+        if self._learned_unreported:
+            self.metrics.labels_learned.inc(self._learned_unreported)
+            self._learned_unreported = 0
+        if self._lags:
+            self.metrics.label_lag.observe_many(np.asarray(self._lags))
+            self._lags.clear()
         q = self.quality.as_dict()
         if "roc_auc" in q:
             self.metrics.model_roc_auc.set(q["roc_auc"])
@@ -369,6 +539,13 @@ class Trainer(TrainerLifecycle):
             self.metrics.model_recall.set(q["recall"])
         if "log_loss" in q:
             self.metrics.model_log_loss.set(q["log_loss"])
+        learned = self.labels_learned
+        if learned:
+            # Labelled (explicit or late) over resolved (labelled or matured) transactions.
+            matured, late = self.label_counts.get("matured", 0), self.label_counts.get("late", 0)
+            resolved = learned - late
+            if resolved > 0:
+                self.metrics.label_coverage.set((learned - matured) / resolved)
         self.metrics.join_pending.labels("score").set(len(self.joiner.scores))
         self.metrics.join_pending.labels("label").set(len(self.joiner.labels))
         j = self.joiner

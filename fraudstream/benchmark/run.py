@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from fraudstream.benchmark import latency, memory, scaleout, throughput, trainer
+from fraudstream.benchmark import freshness, latency, memory, scaleout, throughput, trainer
 from fraudstream.benchmark.common import create_topics, preload, uid
 from infra.config import Settings
 
@@ -27,7 +27,10 @@ class BenchOptions:
     latency_s: float = 8.0
     cards: int = 1_000_000
     trainer_labels: int = 100_000
-    parts: tuple[str, ...] = ("throughput", "latency", "scaleout", "memory", "trainer")
+    freshness_rate: float = 2000.0
+    parts: tuple[str, ...] = (
+        "throughput", "latency", "scaleout", "memory", "trainer", "freshness",
+    )  # fmt: skip
 
 
 @dataclass
@@ -76,6 +79,13 @@ class BenchReport:
             )
         if "trainer" in r:
             lines.append(f"  trainer               {r['trainer']['labels_per_s']:>10,.0f} labels/s")
+        if "freshness" in r:
+            f = r["freshness"]
+            lines.append(
+                f"  label -> serving      p50 {f['p50_ms']:,.0f} ms, p99 {f['p99_ms']:,.0f} ms, "
+                f"max {f['max_ms']:,.0f} ms  ({f['offered_labels_per_s']:,.0f} labels/s, "
+                f"{f['snapshots_seen']:.0f} snapshots)"
+            )
         return "\n".join(lines)
 
 
@@ -125,6 +135,10 @@ def run_bench(settings: Settings, options: BenchOptions, json_path: Path | None)
         report.results["trainer"] = {
             "labels_per_s": trainer.labels_per_s(settings, options.trainer_labels, p)
         }
+    if "freshness" in options.parts:
+        report.results["freshness"] = freshness.measure(
+            settings, options.freshness_rate, max(options.latency_s, 5.0), p, work_dir
+        )
     if json_path is not None:
         json_path.write_bytes(report.as_json())
     log.info("bench logs in %s", work_dir)

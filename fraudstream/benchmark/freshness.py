@@ -1,0 +1,134 @@
+"""Label-to-serving delay: from a label's arrival to a scorer holding a model that learned it.
+
+A trainer process (`fraudstream train`, MLflow off) learns scores and labels offered at a
+fixed rate; this process watches `model-updates` the way a scorer does (`ModelWatcher`, then
+compiles the model as a scorer would). For every snapshot it sees, the delay is measured for
+the newest label the snapshot learned: from when this process produced that label, and from
+when the trainer read it (`Snapshot.last_label_at`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from fraudstream.benchmark.common import (
+    bench_topics,
+    create_topics,
+    records,
+    spawn,
+    stop,
+    topic_env,
+    uid,
+)
+from infra.config import Settings
+from infra.kafka import make_producer
+from infra.model_updates import ModelWatcher
+from schemas import Transaction
+from schemas.snapshot import Snapshot
+from scorer.features import FeatureBuilder
+from scorer.model import CompiledModel
+
+WARMUP = 200
+
+
+def measure(
+    settings: Settings, rate: float, duration_s: float, partitions: int, work_dir: Path
+) -> dict[str, float]:
+    source, sink, group = f"fresh-tx-{uid()}", f"fresh-scores-{uid()}", f"fresh-{uid()}"
+    create_topics(settings, [source, sink], partitions)
+    topics = bench_topics(settings, source, sink, partitions)
+    env = topic_env(settings, topics, group)
+    env["FRAUDSTREAM_TRAINER__GROUP_ID"] = f"{group}-trainer"
+    proc = spawn(
+        ["fraudstream.cli", "train", "--no-mlflow", "--metrics-port", "0"],
+        env,
+        work_dir / "freshness-trainer.log",
+    )
+    count = int(rate * duration_s) + WARMUP
+    txs = [Transaction.model_validate(r) for r in records(count, seed=13)]
+    features = FeatureBuilder().build(txs).dicts()
+    seen: list[tuple[float, int, float | None]] = []
+    lock = threading.Lock()
+    s = settings.model_copy(update={"topics": topics})
+
+    def on_snapshot(snapshot: Snapshot) -> None:
+        CompiledModel.from_pipeline(snapshot.load_model(), snapshot.version)  # as a scorer
+        with lock:
+            seen.append((time.time(), snapshot.labels_learned, snapshot.last_label_at))
+
+    watcher = ModelWatcher(s, on_snapshot).start()
+    producer = make_producer(settings, "bench freshness load")
+    sent_at: list[float] = []
+
+    def send(i: int) -> None:
+        tx = txs[i]
+        key = tx.card_id.encode()
+        score = {
+            "transaction_id": tx.transaction_id,
+            "card_id": tx.card_id,
+            "score": 0.01,
+            "flagged": False,
+            "threshold": 0.5,
+            "model_version": 0,
+            "event_time": tx.timestamp,
+            "scored_at": datetime.now(UTC),
+            "features": features[i],
+        }
+        producer.produce(topics.scores, orjson.dumps(score), key)
+        label = {"transaction_id": tx.transaction_id, "is_fraud": i % 100 == 0}
+        producer.produce(topics.labels, orjson.dumps(label), key)
+        sent_at.append(time.time())
+
+    try:
+        # Warm-up: until the trainer has joined and published a first snapshot.
+        for i in range(WARMUP):
+            send(i)
+        producer.flush(10)
+        deadline = time.time() + 60
+        while not seen and time.time() < deadline:
+            time.sleep(0.05)
+        if not seen:
+            raise RuntimeError("the trainer published no snapshot for the warm-up labels")
+        start = time.time()
+        end = start + duration_s
+        while (now := time.time()) < end:
+            due = min(int((now - start) * rate) + WARMUP, count) - len(sent_at)
+            for _ in range(due):
+                send(len(sent_at))
+            producer.poll(0)
+            time.sleep(0.002)
+        producer.flush(10)
+        # Wait for the snapshot that covers everything sent (at most 30 s).
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with lock:
+                if seen and seen[-1][1] >= len(sent_at):
+                    break
+            time.sleep(0.05)
+    finally:
+        watcher.stop()
+        stop(proc)
+    sent = np.array(sent_at)
+    timed = [(t, n, at) for t, n, at in seen if n > WARMUP]
+    from_sent = [t - sent[min(n, len(sent)) - 1] for t, n, _ in timed]
+    from_read = [t - at for t, _, at in timed if at is not None]
+
+    def pct(values: list[float], q: float) -> float:
+        return float(np.percentile(values, q) * 1000) if values else float("nan")
+
+    return {
+        "offered_labels_per_s": rate,
+        "labels_sent": float(len(sent_at)),
+        "labels_learned": float(seen[-1][1]) if seen else 0.0,
+        "snapshots_seen": float(len(timed)),
+        "p50_ms": pct(from_sent, 50),
+        "p99_ms": pct(from_sent, 99),
+        "max_ms": max(from_sent) * 1000 if from_sent else float("nan"),
+        "from_trainer_read_p99_ms": pct(from_read, 99),
+    }
