@@ -1,4 +1,7 @@
-"""Score records to JSON bytes, a whole batch at a time.
+"""Score records to JSON bytes, a whole batch at a time, floats in shortest form.
+
+The scorer uses `scorer/score_writer.py` (compiled, fixed-point features); this encoder takes
+the batches that one cannot (a feature non-finite or beyond 9e9) and is its reference in tests.
 
 Building a dict per record and serialising it was the scorer's largest cost (half its time in
 profiles: 20 float objects, a 22-key dict, an `orjson.dumps` call and three reason dicts per
@@ -14,11 +17,9 @@ encoder produced (floats bit for bit), including hostile strings.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import datetime
 
-import numba
 import numpy as np
 import orjson
 
@@ -28,69 +29,6 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # A record separator that JSON text from orjson never contains (control characters inside
 # strings are escaped).
 _SEP = b"\n"
-
-
-# Features are written with 6 decimals, and the model scores exactly the written values (see
-# `fixed_point_features`). Beyond this magnitude the digits would not be exact in a double.
-_FIXED_LIMIT = 9e9
-_FIXED_SCALE = 1e6
-
-
-@numba.njit(cache=True, nogil=True)
-def _write_fixed(
-    dense: np.ndarray, keys: np.ndarray, key_ends: np.ndarray, buf: np.ndarray, ends: np.ndarray
-) -> bool:
-    """Write `"key":value` pairs of every row into `buf` (row i ends at ends[i]) and replace
-    each value by the double its text parses to. False (buf unusable) on a value that cannot
-    be written exactly: non-finite or too large."""
-    n, k = dense.shape
-    pos = 0
-    for i in range(n):
-        for j in range(k):
-            x = dense[i, j]
-            if not abs(x) < _FIXED_LIMIT:
-                return False
-            d = np.int64(math.floor(x * _FIXED_SCALE + 0.5))
-            # Both operands are exact doubles, so the quotient is the double nearest the
-            # decimal written below: what any correct JSON parser reads back.
-            dense[i, j] = d / _FIXED_SCALE
-            start = key_ends[j - 1] if j > 0 else 0
-            if j > 0:
-                buf[pos] = 44  # ,
-                pos += 1
-            for c in range(start, key_ends[j]):
-                buf[pos] = keys[c]
-                pos += 1
-            if d < 0:
-                buf[pos] = 45  # -
-                pos += 1
-                d = -d
-            # Unsigned: division by the constant 10 compiles to a multiply and a shift.
-            u = np.uint64(d)
-            whole = u // np.uint64(1000000)
-            frac = u - whole * np.uint64(1000000)
-            digits = 1
-            t = whole
-            while t >= np.uint64(10):
-                t //= np.uint64(10)
-                digits += 1
-            for c in range(digits - 1, -1, -1):
-                q = whole // np.uint64(10)
-                buf[pos + c] = np.uint8(48 + (whole - q * np.uint64(10)))
-                whole = q
-            pos += digits
-            buf[pos] = 46  # .
-            # Six fraction digits, then drop trailing zeros (keeping one).
-            for c in range(6, 0, -1):
-                q = frac // np.uint64(10)
-                buf[pos + c] = np.uint8(48 + (frac - q * np.uint64(10)))
-                frac = q
-            last = pos + 6
-            while last > pos + 1 and buf[last] == 48:
-                last -= 1
-            pos = last + 1
-        ends[i] = pos
-    return True
 
 
 def _numbers(values: np.ndarray) -> list[bytes]:
@@ -125,9 +63,6 @@ class ScoreEncoder:
     def __init__(self, reasons: int = 3) -> None:
         self.top = reasons
         self._keys = [orjson.dumps(name) + b":" for name in DENSE_FEATURES]
-        joined = b"".join(self._keys)
-        self._key_bytes = np.frombuffer(joined, dtype=np.uint8)
-        self._key_ends = np.cumsum([len(key) for key in self._keys]).astype(np.int64)
         self._onehot: dict[tuple[str, ...], bytes] = {}
         names = [orjson.dumps(name) for name in DENSE_FEATURES]
         self._reason_first = [b'{"feature":' + n + b',"contribution":' for n in names]
@@ -151,27 +86,6 @@ class ScoreEncoder:
             if len(self._reason_key) < 100_000:
                 self._reason_key[key] = pair
         return pair
-
-    def fixed_point_features(self, dense: np.ndarray) -> list[bytes] | None:
-        """Round the features to 6 decimals in place and return each row's JSON members.
-
-        Writing 20 shortest-form floats per record was the encoder's main cost; fixed-point
-        text is written by a compiled loop straight into one buffer. The model must then score
-        the rounded values (call this before scoring), so what a Score carries is exactly what
-        the model saw. None, with `dense` partly rounded, when a value is non-finite or beyond
-        9e9: the caller then writes the values in shortest form.
-        """
-        n, k = dense.shape
-        if n == 0 or k != len(self._keys):
-            return None
-        width = len(self._key_bytes) + k * 20
-        buf = np.empty(n * width, dtype=np.uint8)
-        ends = np.empty(n, dtype=np.int64)
-        if not _write_fixed(dense, self._key_bytes, self._key_ends, buf, ends):
-            return None
-        blob = buf[: ends[-1]].tobytes()
-        starts = [0, *ends[:-1].tolist()]
-        return [blob[a:b] for a, b in zip(starts, ends.tolist(), strict=True)]
 
     def reason_columns(
         self,
@@ -241,7 +155,6 @@ class ScoreEncoder:
         sparse: Sequence[tuple[str, ...]],
         reasons: Sequence[bytes] | None = None,
         challenger_scores: dict[str, np.ndarray] | None = None,
-        features: Sequence[bytes] | None = None,
     ) -> list[bytes]:
         """The batch's Score records as JSON, in input order."""
         n = len(transaction_ids)
@@ -249,10 +162,9 @@ class ScoreEncoder:
             return []
         k = dense.shape[1]
         shadow = list(challenger_scores.items()) if challenger_scores else []
-        # Per record: 9 head pieces, 2 per dense feature (or 2 for pre-written ones), the
-        # one-hot fragment, 2 for the reasons, 2 per challenger, the tail.
-        dense_parts = 2 if features is not None else 2 * k
-        stride = 9 + dense_parts + 1 + 2 + 2 * len(shadow) + 1
+        # Per record: 9 head pieces, 2 per dense feature, the one-hot fragment, 2 for the
+        # reasons, 2 per challenger, the tail.
+        stride = 9 + 2 * k + 1 + 2 + 2 * len(shadow) + 1
         parts: list[bytes] = [b""] * (n * stride)
         parts[0::stride] = [b'{"transaction_id":"'] * n
         parts[1::stride] = _strings(transaction_ids)
@@ -275,17 +187,12 @@ class ScoreEncoder:
         parts[8::stride] = _datetimes(event_times)
         features_open = b'","scored_at":' + orjson.dumps(scored_at) + b',"features":{'
         pos = 9
-        if features is not None:
-            parts[pos::stride] = [features_open] * n
-            parts[pos + 1 :: stride] = list(features)
+        values = _numbers(dense)
+        for j in range(k):
+            piece = features_open + self._keys[j] if j == 0 else b"," + self._keys[j]
+            parts[pos::stride] = [piece] * n
+            parts[pos + 1 :: stride] = values[j::k]
             pos += 2
-        else:
-            values = _numbers(dense)
-            for j in range(k):
-                piece = features_open + self._keys[j] if j == 0 else b"," + self._keys[j]
-                parts[pos::stride] = [piece] * n
-                parts[pos + 1 :: stride] = values[j::k]
-                pos += 2
         get = self._onehot.get
         parts[pos::stride] = [get(keys) or self._onehot_fragment(keys) for keys in sparse]
         parts[pos + 1 :: stride] = [b'},"reasons":['] * n

@@ -40,7 +40,21 @@ class DenseScaler(preprocessing.StandardScaler):
         super().__init__()  # running mean and variance (no window, with std)
 
     def learn_one(self, x: dict) -> None:
-        super().learn_one({k: v for k, v in x.items() if k in _DENSE})
+        if self.window_size is not None or not self.with_std:  # never built so; kept correct
+            super().learn_one({k: v for k, v in x.items() if k in _DENSE})
+            return
+        # StandardScaler.learn_one's running mean and variance (Welford), the same operations
+        # in the same order, on the dense keys only: one pass, no filtered dict, no super().
+        counts, means, vars_ = self.counts, self.means, self.vars
+        for k, v in x.items():
+            if k in _DENSE:
+                n = counts[k] + 1
+                counts[k] = n
+                old = means[k]
+                mean = old + (v - old) / n
+                means[k] = mean
+                var = vars_[k]
+                vars_[k] = var + ((v - old) * (v - mean) - var) / n
 
     def transform_one(self, x: dict) -> dict:
         means, vars_ = self.means, self.vars

@@ -30,6 +30,7 @@ from scorer.encode import ScoreEncoder
 from scorer.features import FeatureBatch, FeatureBuilder, Vocabulary
 from scorer.model import CompiledModel, build_pipeline
 from scorer.offsets import OffsetTracker
+from scorer.score_writer import ScoreWriter, round_features
 from scorer.shadow import ShadowModels
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class Scorer:
         self.categories = Vocabulary("merchant_category")
         self.channels = Vocabulary("channel")
         self.tracker = OffsetTracker()
-        self.encoder = ScoreEncoder(self.cfg.reasons)
+        self.writer = ScoreWriter(self.cfg.reasons)
+        self.encoder = ScoreEncoder(self.cfg.reasons)  # for batches the writer cannot take
         self.scored = 0
         # perf_counter() when the first batch arrived (benchmarks time from here).
         self.first_batch_at: float | None = None
@@ -100,6 +102,7 @@ class Scorer:
 
     def run(self, model_wait_s: float = 10.0) -> None:
         warm_up()
+        self.writer.warm_up()
         self.watcher.start()
         if not self.watcher.ready.wait(model_wait_s):
             log.warning(
@@ -212,10 +215,11 @@ class Scorer:
                     partition, FeatureBuilder(self.cfg.max_cards, self.categories, self.channels)
                 )
             batch = builder.build(tx for _, tx in items)
-            # Rounds the features to what the Score will carry, so scored == logged.
-            written = self.encoder.fixed_point_features(batch.dense)
+            # Features rounded to the 6 decimals the Score carries, so scored == logged; a
+            # batch with a value that cannot be written so goes the slower shortest-form way.
+            fixed = round_features(batch.dense)
             probs = serving.compiled.predict_proba(batch)
-            self._emit(items, batch, written, probs, serving, on_delivery)
+            self._emit(items, batch, fixed, probs, serving, on_delivery)
         self._update_card_metrics()
 
     def _update_card_metrics(self) -> None:
@@ -230,7 +234,7 @@ class Scorer:
         self,
         items: list[tuple[Message, FastTransaction]],
         batch: FeatureBatch,
-        written: list[bytes] | None,
+        fixed: bool,
         probs: np.ndarray,
         serving: ServingModel,
         on_delivery: functools.partial[None],
@@ -240,10 +244,9 @@ class Scorer:
         now = datetime.now(UTC)
         now_ts = now.timestamp()
         txs = [tx for _, tx in items]
-        reasons = None
+        contrib = None
         if self.cfg.reasons:
             contrib = ((batch.dense - compiled.mean) * compiled.inv_std) * compiled.weight
-            reasons = self.encoder.reason_columns(contrib, batch.sparse, compiled.sparse)
         shadow = None
         if serving.shadow is not None:
             # A diverged challenger (non-finite scores) is left out: JSON has no NaN.
@@ -251,20 +254,25 @@ class Scorer:
                 name: col for name, col in serving.shadow.scores(batch).items()
                 if np.isfinite(col).all()
             }  # fmt: skip
-        values = self.encoder.encode(
-            [tx.transaction_id for tx in txs],
-            [tx.card_id for tx in txs],
-            [tx.timestamp for tx in txs],
-            probs,
-            threshold,
-            compiled.version,
-            now,
-            batch.dense,
-            batch.sparse,
-            reasons,
-            shadow,
-            written,
-        )
+        ids = [tx.transaction_id for tx in txs]
+        cards = [tx.card_id for tx in txs]
+        times = [tx.timestamp for tx in txs]
+        version = compiled.version
+        if fixed:
+            values = self.writer.write(
+                ids, cards, times, probs, threshold, version, now, batch.dense, batch.sparse,
+                contrib, compiled.sparse, shadow,
+            )  # fmt: skip
+        else:
+            reasons = (
+                self.encoder.reason_columns(contrib, batch.sparse, compiled.sparse)
+                if contrib is not None
+                else None
+            )
+            values = self.encoder.encode(
+                ids, cards, times, probs, threshold, version, now, batch.dense, batch.sparse,
+                reasons, shadow,
+            )  # fmt: skip
         topic = self.topics.scores
         produce = self.producer.produce
         for (msg, tx), value in zip(items, values, strict=True):

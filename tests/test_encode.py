@@ -165,39 +165,3 @@ def test_any_strings_and_floats_round_trip(rows: list[tuple[str, str, list[float
     got = ScoreEncoder(reasons=0).encode(tids, cards, times, probs, 0.5, 2, now, dense, sparse)
     want = reference(tids, cards, times, probs, 0.5, 2, now, dense, sparse, None)
     assert [orjson.loads(r) for r in got] == want
-
-
-def test_fixed_point_features_are_exactly_what_the_record_carries() -> None:
-    """Features written with 6 decimals: the rounded matrix (what the model then scores) is
-    exactly what each record parses back to, for every magnitude the features take."""
-    rng = np.random.default_rng(9)
-    n = 300
-    dense = rng.normal(scale=3.0, size=(n, K))
-    dense[:, 0] = rng.uniform(0, 1e9, n)
-    dense[::4, 5] = -4e-7  # rounds to (negative) zero
-    dense[::6, 6] = 1.0
-    dense[::9, 7] = 123.0000004
-    before = dense.copy()
-    enc = ScoreEncoder(reasons=0)
-    written = enc.fixed_point_features(dense)
-    assert written is not None
-    assert np.abs(dense - before).max() <= 5e-7 + 1e-15 * np.abs(before).max()
-    now = datetime.now(UTC)
-    times = [now] * n
-    ids = [str(i) for i in range(n)]
-    probs = rng.random(n)
-    sparse: list[tuple[str, ...]] = [("channel=pos",)] * n
-    got = enc.encode(ids, ids, times, probs, 0.5, 1, now, dense, sparse, None, None, written)
-    shortest = enc.encode(ids, ids, times, probs, 0.5, 1, now, dense, sparse)
-    for raw, other, row in zip(got, shortest, dense.tolist(), strict=True):
-        features = orjson.loads(raw)["features"]
-        assert list(features.values())[:K] == row
-        assert orjson.loads(raw) == orjson.loads(other)
-
-
-def test_fixed_point_falls_back_on_values_it_cannot_write_exactly() -> None:
-    enc = ScoreEncoder(reasons=0)
-    for bad in (np.nan, np.inf, 2e10):
-        dense = np.ones((3, K))
-        dense[1, 2] = bad
-        assert enc.fixed_point_features(dense) is None
