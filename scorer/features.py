@@ -177,6 +177,8 @@ class FeatureBatch:
 
     dense: np.ndarray  # shape (n, len(DENSE_FEATURES))
     sparse: list[tuple[str, ...]]
+    # Event times (epoch seconds) when built from transactions: the scorer's latency metric.
+    ts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.sparse)
@@ -415,7 +417,7 @@ class FeatureBuilder:
             (k,) if c is None else (k, chan_keys.get(c) or chan_key(c))
             for k, c in zip(cats, channels, strict=True)
         ]
-        return FeatureBatch(out, sparse)
+        return FeatureBatch(out, sparse, ts)
 
     def _round(
         self,

@@ -3,49 +3,71 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
 
 # (topic, partition) -> next offset to read
 Positions = dict[tuple[str, int], int]
 
 
-@dataclass
-class _Batch:
-    pending: int
-    positions: Positions
-    failed: bool = False
+class Batch:
+    """One consumed batch: its positions and how many of its outputs await acknowledgement.
+
+    The batch itself is the producer's delivery callback for its outputs, so an acknowledged
+    record costs one small Python call (profiles showed the former partial -> method -> dict
+    lookup chain at ~8% of the scorer).
+    """
+
+    __slots__ = ("pending", "positions", "on_error")
+
+    def __init__(
+        self,
+        pending: int,
+        positions: Positions,
+        on_error: Callable[[Batch, Any, Any], None] | None,
+    ) -> None:
+        self.pending = pending
+        self.positions = positions
+        self.on_error = on_error
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self.pending -= 1
+        elif self.on_error is not None:
+            self.on_error(self, err, msg)  # stays pending until a retry is delivered
 
 
-@dataclass
 class OffsetTracker:
     """Batches in consume order; a batch's offsets become committable once every output it
     produced is delivered, and only after all earlier batches are (so commits never skip)."""
 
-    _batches: deque[tuple[int, _Batch]] = field(default_factory=deque)
-    _by_id: dict[int, _Batch] = field(default_factory=dict)
-    _next_id: int = 0
-    in_flight: int = 0
+    def __init__(self) -> None:
+        self._batches: deque[Batch] = deque()
 
-    def open(self, positions: Positions, outputs: int) -> int:
-        batch_id = self._next_id
-        self._next_id += 1
-        batch = _Batch(outputs, positions)
-        self._batches.append((batch_id, batch))
-        self._by_id[batch_id] = batch
-        self.in_flight += outputs
-        return batch_id
+    def open(
+        self,
+        positions: Positions,
+        outputs: int,
+        on_error: Callable[[Batch, Any, Any], None] | None = None,
+    ) -> Batch:
+        batch = Batch(outputs, positions, on_error)
+        self._batches.append(batch)
+        return batch
 
-    def delivered(self, batch_id: int) -> None:
-        batch = self._by_id[batch_id]
-        batch.pending -= 1
-        self.in_flight -= 1
+    @staticmethod
+    def delivered(batch: Batch) -> None:
+        batch(None, None)
+
+    @property
+    def in_flight(self) -> int:
+        """Outputs produced and not yet acknowledged (the open batches are few)."""
+        return sum(b.pending for b in self._batches)
 
     def ready(self) -> Positions:
         """Pop the completed prefix of batches; returns the highest position per partition."""
         out: Positions = {}
-        while self._batches and self._batches[0][1].pending <= 0:
-            batch_id, batch = self._batches.popleft()
-            del self._by_id[batch_id]
+        while self._batches and self._batches[0].pending <= 0:
+            batch = self._batches.popleft()
             for tp, pos in batch.positions.items():
                 if pos > out.get(tp, -1):
                     out[tp] = pos

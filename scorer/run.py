@@ -6,7 +6,6 @@ so a crash or rebalance can repeat scores but never skip one (at-least-once).
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import threading
@@ -29,7 +28,7 @@ from scorer.card_kernel import warm_up
 from scorer.encode import ScoreEncoder
 from scorer.features import FeatureBatch, FeatureBuilder, Vocabulary
 from scorer.model import CompiledModel, build_pipeline
-from scorer.offsets import OffsetTracker
+from scorer.offsets import Batch, OffsetTracker
 from scorer.score_writer import ScoreWriter, round_features
 from scorer.shadow import ShadowModels
 
@@ -203,8 +202,7 @@ class Scorer:
         n_out = sum(len(v) for v in by_partition.values()) + len(dead)
         if not positions:
             return
-        batch_id = self.tracker.open(positions, n_out)
-        on_delivery = functools.partial(self._delivered, batch_id)
+        on_delivery = self.tracker.open(positions, n_out, self._delivery_failed)
         for msg, exc in dead:
             self._dead_letter(msg, exc, on_delivery)
         serving = self.serving
@@ -237,7 +235,7 @@ class Scorer:
         fixed: bool,
         probs: np.ndarray,
         serving: ServingModel,
-        on_delivery: functools.partial[None],
+        on_delivery: Batch,
     ) -> None:
         threshold = self.cfg.threshold
         compiled = serving.compiled
@@ -290,12 +288,14 @@ class Scorer:
         self.metrics.scored.inc(n)
         self.metrics.flagged.inc(n_flagged)
         self.metrics.fraud_rate_window.add(n, n_flagged, now_ts)
-        event_ts = np.fromiter((tx.timestamp.timestamp() for tx in txs), float, n)  # type: ignore[union-attr]
+        event_ts = (
+            batch.ts
+            if batch.ts is not None
+            else np.fromiter((tx.timestamp.timestamp() for tx in txs), float, n)
+        )
         self.metrics.score_latency.observe_many(np.maximum(now_ts - event_ts, 0.0))
 
-    def _dead_letter(
-        self, msg: Message, exc: DecodeError, on_delivery: functools.partial[None]
-    ) -> None:
+    def _dead_letter(self, msg: Message, exc: DecodeError, on_delivery: Batch) -> None:
         topic = self.topics.transactions_dlq
         send_to_dlq(self.producer, topic, msg, exc.reason, exc.detail, on_delivery)
         self.metrics.dlq.labels(msg.topic(), exc.reason).inc()
@@ -316,20 +316,13 @@ class Scorer:
             self._dlq_counts.clear()
             self._dlq_logged_at = now
 
-    def _delivered(self, batch_id: int, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            # The idempotent producer already retried until message.timeout.ms: send it again
-            # rather than lose it; the batch stays uncommitted until it is delivered.
-            log.warning("delivery to %s failed (%s); producing again", msg.topic(), err.str())
-            self.producer.produce(
-                msg.topic(),
-                msg.value(),
-                msg.key(),
-                headers=msg.headers(),
-                on_delivery=functools.partial(self._delivered, batch_id),
-            )
-            return
-        self.tracker.delivered(batch_id)
+    def _delivery_failed(self, batch: Batch, err: KafkaError, msg: Message) -> None:
+        # The producer already retried until message.timeout.ms: send it again rather than
+        # lose it; the batch stays uncommitted until it is delivered.
+        log.warning("delivery to %s failed (%s); producing again", msg.topic(), err.str())
+        self.producer.produce(
+            msg.topic(), msg.value(), msg.key(), headers=msg.headers(), on_delivery=batch
+        )
 
     def _commit_ready(self, asynchronous: bool = True) -> None:
         ready = self.tracker.ready()
