@@ -211,3 +211,38 @@ def test_reasons_are_the_largest_positive_contributions_and_sum_with_the_rest_to
         expected = sorted(((k, v) for k, v in contrib.items() if v > 0), key=lambda kv: -kv[1])
         assert [k for k, _ in reasons[i]] == [k for k, _ in expected[:3]]
         assert [v for _, v in reasons[i]] == pytest.approx([v for _, v in expected[:3]])
+
+
+def test_dense_scaler_matches_rivers_standard_scaler_on_the_dense_part() -> None:
+    """DenseScaler inlines StandardScaler's running mean and variance: same statistics, same
+    scaled values (1e-12) on the dense features, one-hots passed through, missing keys
+    skipped."""
+    dense, plain = DenseScaler(), preprocessing.StandardScaler()
+    rows = FeatureBuilder().build(_transactions(400, 11)).dicts()
+    rng = random.Random(11)
+    for k, x in enumerate(rows):
+        if k % 7 == 3:  # a Score from an older scorer: some dense features missing
+            x = {name: v for name, v in x.items() if rng.random() < 0.7}
+        dense.learn_one(x)
+        plain.learn_one({name: v for name, v in x.items() if name in DENSE_FEATURES})
+        assert dict(dense.counts) == dict(plain.counts)
+        for name in plain.means:
+            assert abs(dense.means[name] - plain.means[name]) <= 1e-12 * max(
+                1.0, abs(plain.means[name])
+            )
+            assert abs(dense.vars[name] - plain.vars[name]) <= 1e-12 * max(
+                1.0, abs(plain.vars[name])
+            )
+        got = dense.transform_one(x)
+        want = plain.transform_one({name: v for name, v in x.items() if name in DENSE_FEATURES})
+        assert list(got) == list(x)
+        for name, v in got.items():
+            if name not in DENSE_FEATURES:
+                assert v == x[name]
+            elif plain.vars[name] > 1e-12:
+                assert abs(v - want[name]) <= 1e-12 * max(1.0, abs(want[name])), name
+            else:
+                assert v == 0.0
+    assert set(dense.means) == set(dense.vars) == set(DENSE_FEATURES)
+    with pytest.raises(NotImplementedError):
+        dense.learn_many(None)

@@ -64,6 +64,8 @@ def non_finite_parameters(pipeline: Any) -> list[str]:
 
 
 class Guardrails:
+    _NUMBER = (int, float)  # built once: `int | float` would build a union on every call
+
     def __init__(self, settings: Settings) -> None:
         self.cfg = settings.guardrails
         self.threshold = settings.scorer.threshold
@@ -75,7 +77,7 @@ class Guardrails:
     def observe(self, features: dict[str, float], y: bool, served_score: Any) -> None:
         """One labelled transaction: its serving-time features and the score it was served."""
         self.reference.append(features)
-        if isinstance(served_score, int | float) and math.isfinite(served_score):
+        if isinstance(served_score, self._NUMBER) and math.isfinite(served_score):
             self.served_auc.update(y, float(served_score))
             self.served_seen += 1
 

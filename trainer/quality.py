@@ -24,14 +24,23 @@ class RollingQuality:
         self.seen = 0
 
     def update(self, y: bool, p: float) -> None:
+        # Once per label: `_add` inlined (adding `sign * loss` is adding or subtracting loss).
         self.seen += 1
         self.roc_auc.update(y, p)
         flagged = p >= self.threshold
         loss = -math.log(max(p, _EPS)) if y else -math.log(max(1.0 - p, _EPS))
-        self._add(y, flagged, loss, +1)
-        self._recent.append((y, flagged, loss))
-        if len(self._recent) > self.window:
-            self._add(*self._recent.popleft(), -1)
+        if flagged:
+            if y:
+                self.tp += 1
+            else:
+                self.fp += 1
+        elif y:
+            self.fn += 1
+        self.loss_sum += loss
+        recent = self._recent
+        recent.append((y, flagged, loss))
+        if len(recent) > self.window:
+            self._add(*recent.popleft(), -1)
 
     def _add(self, y: bool, flagged: bool, loss: float, sign: int) -> None:
         if flagged and y:

@@ -30,7 +30,8 @@ from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from infra.model_updates import read_latest_snapshot
 from infra.registry import snapshot_key
-from schemas import DecodeError, decode_label
+from schemas import DecodeError
+from schemas.fast import decode_label_fast
 from schemas.snapshot import Offsets, Snapshot, encode_snapshot, make_snapshot
 from scorer.model import build_pipeline, predict_one, upgrade_pipeline
 from trainer.join import Joined, Joiner
@@ -91,6 +92,7 @@ class Trainer(TrainerLifecycle):
         self.fetcher = ScoreFetcher(settings)
         # Per-record metric updates are batched or resolved once (labels() costs ~2 us).
         self._labels_read = {b: metrics.labels.labels(str(b).lower()) for b in (True, False)}
+        self._read_unreported = {True: 0, False: 0}  # reported with the gauges, per loop turn
         self._learned_unreported = 0
         self._lags: list[float] = []
         self.quality = RollingQuality(self.cfg.quality_window, settings.scorer.threshold)
@@ -287,12 +289,12 @@ class Trainer(TrainerLifecycle):
 
     def _label(self, msg: Message, now: float) -> Joined | None:
         try:
-            label = decode_label(msg.value())
+            label = decode_label_fast(msg.value())  # pydantic's rules, msgspec's speed
         except DecodeError as exc:
             send_to_dlq(self.producer, self.topics.labels_dlq, msg, exc.reason, exc.detail)
             self.metrics.dlq.labels(msg.topic(), exc.reason).inc()
             return None
-        self._labels_read[label.is_fraud].inc()
+        self._read_unreported[label.is_fraud] += 1
         ts_type, ts_ms = msg.timestamp()
         time_us = ts_ms * 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE and ts_ms > 0 else 0
         return self.joiner.add_label(
@@ -302,11 +304,11 @@ class Trainer(TrainerLifecycle):
     def _already_learned(self, joined: Joined) -> bool:
         """Both halves were read before the snapshot we resumed from: learned back then.
         (A matured transaction has no label half; see `_matured_before` for those.)"""
-        if joined.label_at is None:
+        done = self.restored_processed
+        if not done or joined.label_at is None:  # (nothing restored: nothing learned before)
             return False
         s_part, s_off = joined.score_at
         l_part, l_off = joined.label_at
-        done = self.restored_processed
         return s_off < done.get(self.topics.scores, {}).get(str(s_part), -1) and l_off < done.get(
             self.topics.labels, {}
         ).get(str(l_part), -1)
@@ -366,8 +368,12 @@ class Trainer(TrainerLifecycle):
         self.quality.update(y, predict_one(self.pipeline, features))
         self.guardrails.observe(features, y, record.get("score"))
         self.label_counts["fraud" if y else "legit"] += 1
-        weight = self.arena.fraud_weight if y else 1.0
-        self.pipeline.learn_one(features, y, w=weight)
+        if y:
+            self.pipeline.learn_one(features, y, w=self.arena.fraud_weight)
+        else:
+            # w=1.0 is learn_one's default: the same update, without the per-step routing
+            # of keyword arguments that Pipeline.learn_one does when given any.
+            self.pipeline.learn_one(features, y)
         self.arena.learn(features, y)
         self.labels_learned += 1
         self.last_label_at = joined.label_arrived
@@ -524,6 +530,11 @@ class Trainer(TrainerLifecycle):
             log.warning("offset commit failed: %s", exc)
 
     def _update_gauges(self) -> None:
+        unreported = self._read_unreported
+        for is_fraud, n in unreported.items():
+            if n:
+                self._labels_read[is_fraud].inc(n)
+                unreported[is_fraud] = 0
         if self._learned_unreported:
             self.metrics.labels_learned.inc(self._learned_unreported)
             self._learned_unreported = 0
