@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from infra.config import Settings, Topics
 from infra.kafka import common_config, make_consumer, make_producer
 from producer.generator import TransactionGenerator
 
+log = logging.getLogger(__name__)
+
 
 def uid() -> str:
     return uuid.uuid4().hex[:8]
@@ -29,6 +32,25 @@ def create_topics(settings: Settings, names: list[str], partitions: int) -> None
     admin = AdminClient(common_config(settings))
     for fut in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).values():
         fut.result()
+
+
+def delete_topics(settings: Settings, names: list[str]) -> None:
+    """Drop a finished measurement's topics: an in-memory broker that keeps every earlier
+    round's records slows down, and the later parts would measure that instead."""
+    admin = AdminClient(common_config(settings))
+    for fut in admin.delete_topics(names, operation_timeout=30).values():
+        try:
+            fut.result()
+        except Exception as exc:  # noqa: BLE001  best effort: a broker may refuse or lack the API
+            log.debug("topic not deleted: %s", exc)
+
+
+def topics_of(topics: Topics) -> list[str]:
+    """The topics `bench_topics` made for one measurement (the source excluded)."""
+    return [
+        topics.scores, topics.labels, topics.model_updates, topics.transactions_dlq,
+        topics.labels_dlq,
+    ]  # fmt: skip
 
 
 def bench_topics(settings: Settings, source: str, sink: str, partitions: int) -> Topics:

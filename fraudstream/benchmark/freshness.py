@@ -20,10 +20,12 @@ import orjson
 from fraudstream.benchmark.common import (
     bench_topics,
     create_topics,
+    delete_topics,
     records,
     spawn,
     stop,
     topic_env,
+    topics_of,
     uid,
 )
 from infra.config import Settings
@@ -114,6 +116,7 @@ def measure(
     finally:
         watcher.stop()
         stop(proc)
+        delete_topics(settings, [source, *topics_of(topics)])
     sent = np.array(sent_at)
     timed = [(t, n, at) for t, n, at in seen if n > WARMUP]
     from_sent = [t - sent[min(n, len(sent)) - 1] for t, n, _ in timed]

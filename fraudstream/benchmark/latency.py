@@ -17,10 +17,12 @@ from fraudstream.benchmark.common import (
     OutputReader,
     bench_topics,
     create_topics,
+    delete_topics,
     records,
     spawn,
     stop,
     topic_env,
+    topics_of,
     uid,
 )
 from infra.config import Settings
@@ -73,8 +75,7 @@ def measure(
             # per-record JSON encoding would take CPU from the target on these 2 cores.
             marker = "\u0000stamp\u0000"
             halves = [
-                orjson.dumps({**r, "timestamp": marker}).split(orjson.dumps(marker))
-                for r in pool
+                orjson.dumps({**r, "timestamp": marker}).split(orjson.dumps(marker)) for r in pool
             ]
             keys = [str(r["card_id"]).encode() for r in pool]
             sent = 0
@@ -94,6 +95,7 @@ def measure(
             arrivals = reader.arrivals[skip:]
     finally:
         stop(proc)
+        delete_topics(settings, [source, *topics_of(topics)])
     lat = np.array([t - _event_time(v) for t, v in arrivals if v is not None])
     return {
         "offered_per_s": rate,

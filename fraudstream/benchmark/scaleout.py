@@ -8,9 +8,11 @@ from fraudstream.benchmark.common import (
     OutputReader,
     bench_topics,
     create_topics,
+    delete_topics,
     spawn,
     stop,
     topic_env,
+    topics_of,
     uid,
 )
 from infra.config import Settings
@@ -40,6 +42,7 @@ def rate(
     finally:
         for p in procs:
             stop(p)
+        delete_topics(settings, topics_of(topics))
     # Skip the first 5%: the second process may still be joining while the first one runs.
     k = n // 20
     return (n - k) / (times[-1] - times[k])

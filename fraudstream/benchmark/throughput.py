@@ -9,7 +9,14 @@ from __future__ import annotations
 import threading
 import time
 
-from fraudstream.benchmark.common import bench_topics, create_topics, passthrough_loop, uid
+from fraudstream.benchmark.common import (
+    bench_topics,
+    create_topics,
+    delete_topics,
+    passthrough_loop,
+    topics_of,
+    uid,
+)
 from infra.config import Settings
 from infra.metrics import Metrics
 from scorer.run import Scorer
@@ -18,7 +25,10 @@ from scorer.run import Scorer
 def passthrough_rate(settings: Settings, source: str, n: int, partitions: int) -> float:
     sink = f"bench-pass-{uid()}"
     create_topics(settings, [sink], partitions)
-    return passthrough_loop(settings, source, sink, f"bench-pass-{uid()}", lambda: False, n)
+    try:
+        return passthrough_loop(settings, source, sink, f"bench-pass-{uid()}", lambda: False, n)
+    finally:
+        delete_topics(settings, [sink])
 
 
 def scorer_rate(settings: Settings, source: str, n: int, partitions: int) -> float:
@@ -42,5 +52,6 @@ def scorer_rate(settings: Settings, source: str, n: int, partitions: int) -> flo
     end = time.perf_counter()
     scorer.stop()
     thread.join(60)
+    delete_topics(settings, topics_of(topics))
     assert scorer.first_batch_at is not None
     return n / (end - scorer.first_batch_at)
