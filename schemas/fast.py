@@ -11,12 +11,14 @@ The same holds for labels (`schemas.models.Label`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import msgspec
 
 from schemas.codec import MAX_RECORD_BYTES, decode_label, decode_transaction
 from schemas.models import MAX_AMOUNT, MAX_STR
+
+T = TypeVar("T")
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STR)]
 _Opt = Annotated[str, msgspec.Meta(max_length=MAX_STR)] | None
@@ -43,13 +45,21 @@ class FastTransaction(msgspec.Struct, gc=False):
 _decoder = msgspec.json.Decoder(FastTransaction)
 
 
-def decode_transaction_fast(raw: bytes | None) -> FastTransaction:
-    """A validated transaction; raises `schemas.DecodeError` exactly as the codec does."""
+def _try_fast(decoder: msgspec.json.Decoder[T], raw: bytes | None) -> T | None:
+    """The record if msgspec takes it, else None (the caller asks pydantic for the reason)."""
     if raw and len(raw) <= MAX_RECORD_BYTES:
         try:
-            return _decoder.decode(raw)
+            return decoder.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             pass  # (invalid UTF-8 inside a string raises UnicodeDecodeError)
+    return None
+
+
+def decode_transaction_fast(raw: bytes | None) -> FastTransaction:
+    """A validated transaction; raises `schemas.DecodeError` exactly as the codec does."""
+    fast = _try_fast(_decoder, raw)
+    if fast is not None:
+        return fast
     tx = decode_transaction(raw)  # the precise reason, or a valid record in a rarer form
     return FastTransaction(
         tx.transaction_id,
@@ -78,10 +88,8 @@ _label_decoder = msgspec.json.Decoder(FastLabel)
 
 def decode_label_fast(raw: bytes | None) -> FastLabel:
     """A validated label; raises `schemas.DecodeError` exactly as the codec does."""
-    if raw and len(raw) <= MAX_RECORD_BYTES:
-        try:
-            return _label_decoder.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-            pass  # (invalid UTF-8 inside a string raises UnicodeDecodeError)
+    fast = _try_fast(_label_decoder, raw)
+    if fast is not None:
+        return fast
     label = decode_label(raw)  # the precise reason, or a valid record in a rarer form
     return FastLabel(label.transaction_id, label.is_fraud, label.labeled_at, label.source)
