@@ -89,6 +89,7 @@ class Trainer(TrainerLifecycle):
         # the snapshot we resumed from (what had matured before the restart).
         self.watermark_us: int | None = None
         self.restored_watermark_us: int | None = None
+        self._labels_caught_up = False  # see _maturation_watermark
         self.fetcher = ScoreFetcher(settings)
         # Per-record metric updates are batched or resolved once (labels() costs ~2 us).
         self._labels_read = {b: metrics.labels.labels(str(b).lower()) for b in (True, False)}
@@ -232,7 +233,7 @@ class Trainer(TrainerLifecycle):
             if self.maturation_us and self.watermark_us is not None:
                 # Record by record, so what has matured is a function of what was read: a
                 # snapshot's watermark says exactly which scores it had matured.
-                for matured in self.joiner.mature(self.watermark_us, now):
+                for matured in self.joiner.mature(self._maturation_watermark(), now):
                     self._learn(matured)
         else:
             joined = self._label(msg, now)
@@ -277,6 +278,28 @@ class Trainer(TrainerLifecycle):
             event_us,
             self._matured_before(partition, offset, event_us),
         )
+
+    def _maturation_watermark(self) -> int:
+        """The watermark maturation may use now.
+
+        After a restart the two topics are re-read in whatever interleaving the fetches give.
+        Labels the restored snapshot had read were all known before anything matured past its
+        watermark in the first run; until they are re-read, nothing matures past it here
+        either, or a score could mature before its re-read label and that label then count
+        as late (a second learning).
+        """
+        wm = self.watermark_us
+        restored = self.restored_watermark_us
+        assert wm is not None
+        if restored is None or wm <= restored or self._labels_caught_up:
+            return wm
+        topic = self.topics.labels
+        for key, done in self.restored_processed.get(topic, {}).items():
+            start = self.restored_resume.get(topic, {}).get(key, done)
+            if self.positions.get((topic, int(key)), start) < done:
+                return restored
+        self._labels_caught_up = True
+        return wm
 
     def _matured_before(self, partition: int, offset: int, event_us: int) -> bool:
         """A re-read score that the snapshot we resumed from had already matured: it was read
