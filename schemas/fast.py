@@ -43,6 +43,9 @@ class FastTransaction(msgspec.Struct, gc=False):
 
 
 _decoder = msgspec.json.Decoder(FastTransaction)
+# For a loop that calls msgspec itself (the scorer): records it rejects, or longer than
+# MAX_RECORD_BYTES, must then go through `decode_transaction_fast`.
+TRANSACTION_DECODER = _decoder
 
 
 def _try_fast(decoder: msgspec.json.Decoder[T], raw: bytes | None) -> T | None:

@@ -41,6 +41,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
+from operator import attrgetter, is_
 
 import numpy as np
 
@@ -171,17 +173,60 @@ class RiskTables:
     country: LabelRisk = field(default_factory=LabelRisk)
 
 
-@dataclass(slots=True)
-class FeatureBatch:
-    """Features of a batch: a dense matrix plus each row's one-hot keys."""
+class OneHotKeys:
+    """Ids of one-hot key names (`channel=pos`), shared by the whole process: a batch carries
+    its keys as small integers, so the model and the Score writer index arrays instead of
+    hashing a tuple of strings per record. Bounded, as every vocabulary is."""
 
-    dense: np.ndarray  # shape (n, len(DENSE_FEATURES))
-    sparse: list[tuple[str, ...]]
-    # Event times (epoch seconds) when built from transactions: the scorer's latency metric.
-    ts: np.ndarray | None = None
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.ids: dict[str, int] = {}
+
+    def id_of(self, key: str) -> int:
+        i = self.ids.get(key)
+        if i is None:
+            i = self.ids[key] = len(self.names)
+            self.names.append(key)
+        return i
+
+
+ONE_HOT = OneHotKeys()
+
+
+class FeatureBatch:
+    """Features of a batch: a dense matrix plus each row's one-hot keys.
+
+    The keys are held either as tuples of names (`sparse`) or, as the builder makes them, as
+    an (n, 2) array of `ONE_HOT` ids, -1 for none (`onehot`); `sparse` is derived on demand.
+    """
+
+    __slots__ = ("dense", "_sparse", "ts", "onehot")
+
+    def __init__(
+        self,
+        dense: np.ndarray,  # shape (n, len(DENSE_FEATURES))
+        sparse: list[tuple[str, ...]] | None = None,
+        ts: np.ndarray | None = None,
+        onehot: np.ndarray | None = None,
+    ) -> None:
+        if sparse is None and onehot is None:
+            raise ValueError("a FeatureBatch needs its one-hot keys (sparse or onehot)")
+        self.dense = dense
+        self._sparse = sparse
+        # Event times (epoch seconds) when built from transactions: the scorer's latency metric.
+        self.ts = ts
+        self.onehot = onehot
+
+    @property
+    def sparse(self) -> list[tuple[str, ...]]:
+        if self._sparse is None:
+            assert self.onehot is not None
+            names = ONE_HOT.names
+            self._sparse = [tuple(names[i] for i in row if i >= 0) for row in self.onehot.tolist()]
+        return self._sparse
 
     def __len__(self) -> int:
-        return len(self.sparse)
+        return len(self.dense)
 
     def row_dict(self, i: int) -> dict[str, float]:
         d = dict(zip(DENSE_FEATURES, self.dense[i].tolist(), strict=True))
@@ -200,6 +245,9 @@ class FeatureBatch:
         return out
 
 
+_UNSEEN = -2  # key_ids: a value without an id yet
+
+
 @dataclass
 class Vocabulary:
     """Bounded map from categorical value to its one-hot key."""
@@ -207,6 +255,8 @@ class Vocabulary:
     prefix: str
     limit: int = MAX_CATEGORY_VALUES
     keys: dict[str, str] = field(default_factory=dict)
+    # value -> ONE_HOT id of its key (None: no key); only for values that have their own key.
+    ids: dict[str | None, int] = field(default_factory=lambda: {None: -1})
 
     def key(self, value: str) -> str:
         k = self.keys.get(value)
@@ -215,6 +265,17 @@ class Vocabulary:
             if len(self.keys) < self.limit:
                 self.keys[value] = k
         return k
+
+    def key_ids(self, values: list[str | None]) -> np.ndarray:
+        """The `ONE_HOT` id of each value's key, -1 for None: one C-level lookup per value."""
+        ids = np.fromiter(map(self.ids.get, values, repeat(_UNSEEN)), np.int64, len(values))
+        for i in np.flatnonzero(ids == _UNSEEN).tolist():
+            value = values[i]
+            assert value is not None  # None is always in `ids`
+            key_id = ids[i] = ONE_HOT.id_of(self.key(value))
+            if value in self.keys:  # a value past the limit shares "other" and is not kept
+                self.ids[value] = key_id
+        return ids
 
 
 def occurrences(slots: np.ndarray) -> np.ndarray:
@@ -305,6 +366,26 @@ class CardStore:
         self._next = 0
 
 
+_TIMESTAMP = attrgetter("timestamp")
+_AMOUNT = attrgetter("amount")
+_COUNTRY = attrgetter("country")
+_MERCHANT = attrgetter("merchant_id")
+_CATEGORY = attrgetter("merchant_category")
+_CHANNEL = attrgetter("channel")
+_CARD = attrgetter("card_id")
+
+
+def _value_hashes(values: list[str | None]) -> np.ndarray:
+    """Python's string hash of each value (per process, like the state itself), cut to 31
+    bits to halve the state; a collision only hides a change among a card's few recent
+    values. 0 is reserved for None (a value hashing to 0 becomes 1)."""
+    n = len(values)
+    h = np.fromiter(map(hash, values), np.int64, n) & _HASH_MASK
+    h[h == 0] = 1
+    h[np.fromiter(map(is_, values, repeat(None)), np.bool_, n)] = 0
+    return h.astype(np.int32)
+
+
 def _epoch(at: datetime | float) -> float:
     return at.timestamp() if isinstance(at, datetime) else float(at)
 
@@ -350,25 +431,18 @@ class FeatureBuilder:
         out = np.empty((n, len(DENSE_FEATURES)), dtype=np.float64)
         if n == 0:
             return FeatureBatch(out, [])
-        ts = np.array([tx.timestamp.timestamp() for tx in txs])
-        amount = np.array([tx.amount for tx in txs], dtype=np.float64)
-        countries = [tx.country for tx in txs]
-        merchants = [tx.merchant_id for tx in txs]
-        categories = [tx.merchant_category for tx in txs]
-        channels = [tx.channel for tx in txs]
+        # Columns read with C-level map() loops: a list comprehension costs a Python bytecode
+        # loop per column and record.
+        ts = np.fromiter(map(datetime.timestamp, map(_TIMESTAMP, txs)), np.float64, n)
+        amount = np.fromiter(map(_AMOUNT, txs), np.float64, n)
+        countries = list(map(_COUNTRY, txs))
+        merchants = list(map(_MERCHANT, txs))
+        categories = list(map(_CATEGORY, txs))
+        channels = list(map(_CHANNEL, txs))
         store = self.store
-        slots, first = store.assign([tx.card_id for tx in txs])
-        # Python's string hash (per process, like the state itself), cut to 31 bits to halve
-        # the state; a collision only hides a change among a card's few recent values.
-        # 0 is reserved for none.
-        country_h = np.array(
-            [(hash(c) & _HASH_MASK or 1) if c is not None else 0 for c in countries],
-            dtype=np.int32,
-        )
-        merchant_h = np.array(
-            [(hash(m) & _HASH_MASK or 1) if m is not None else 0 for m in merchants],
-            dtype=np.int32,
-        )
+        slots, first = store.assign(list(map(_CARD, txs)))
+        country_h = _value_hashes(countries)
+        merchant_h = _value_hashes(merchants)
 
         days = np.floor(ts / 86400.0)
         hour = np.floor((ts - days * 86400.0) / 3600.0)
@@ -407,17 +481,13 @@ class FeatureBuilder:
         ):
             if table.risks:
                 get, default = table.risks.get, table.default
-                out[:, col] = [get(v, default) for v in values]
+                out[:, col] = np.fromiter(map(get, values, repeat(default)), np.float64, n)
             else:  # until a label arrives every value is at the prior
                 out[:, col] = table.default
-        cat_keys, chan_keys = self.categories.keys, self.channels.keys
-        cat_key, chan_key = self.categories.key, self.channels.key
-        cats = [cat_keys.get(c) or cat_key(c) for c in categories]
-        sparse = [
-            (k,) if c is None else (k, chan_keys.get(c) or chan_key(c))
-            for k, c in zip(cats, channels, strict=True)
-        ]
-        return FeatureBatch(out, sparse, ts)
+        onehot = np.empty((n, 2), dtype=np.int64)
+        onehot[:, 0] = self.categories.key_ids(categories)
+        onehot[:, 1] = self.channels.key_ids(channels)
+        return FeatureBatch(out, ts=ts, onehot=onehot)
 
     def _round(
         self,

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
@@ -22,7 +23,8 @@ from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from infra.model_updates import ModelWatcher
 from schemas import DecodeError
-from schemas.fast import FastTransaction, decode_transaction_fast
+from schemas.codec import MAX_RECORD_BYTES
+from schemas.fast import TRANSACTION_DECODER, FastTransaction, decode_transaction_fast
 from schemas.snapshot import Snapshot
 from scorer.card_kernel import warm_up
 from scorer.encode import ScoreEncoder
@@ -35,6 +37,9 @@ from scorer.shadow import ShadowModels
 log = logging.getLogger(__name__)
 
 DLQ_LOG_EVERY_S = 10.0
+_TRANSACTION_ID = attrgetter("transaction_id")
+_CARD_ID = attrgetter("card_id")
+_TIMESTAMP = attrgetter("timestamp")
 
 
 @dataclass
@@ -181,43 +186,66 @@ class Scorer:
     def _process(self, msgs: list[Message]) -> None:
         if self.first_batch_at is None:
             self.first_batch_at = time.perf_counter()
-        positions: dict[tuple[str, int], int] = {}
-        by_partition: dict[int, list[tuple[Message, FastTransaction]]] = {}
+        # One pass over the messages with as few Python operations per record as possible:
+        # the records of a partition arrive in runs, in offset order.
+        groups: dict[int, tuple[list[Message], list[FastTransaction]]] = {}
         dead: list[tuple[Message, DecodeError]] = []
+        decode = TRANSACTION_DECODER.decode
+        part = -1
+        kept: list[Message] = []
+        txs: list[FastTransaction] = []
         for msg in msgs:
-            err = msg.error()
-            if err is not None:
+            if msg.error() is not None:
+                err = msg.error()
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err.str())
                 continue
-            partition = msg.partition()
-            positions[(msg.topic(), partition)] = msg.offset() + 1
+            p = msg.partition()
+            if p != part:
+                group = groups.get(p)
+                if group is None:
+                    group = groups[p] = ([], [])
+                kept, txs = group
+                part = p
+            value = msg.value()
             try:
-                tx = decode_transaction_fast(msg.value())
-            except DecodeError as exc:
-                dead.append((msg, exc))
-                continue
-            by_partition.setdefault(partition, []).append((msg, tx))
+                if len(value) > MAX_RECORD_BYTES:  # (None: TypeError)
+                    raise ValueError
+                tx = decode(value)
+            except (TypeError, ValueError):  # msgspec's errors are ValueErrors
+                try:
+                    tx = decode_transaction_fast(value)  # the precise reason, or a rarer form
+                except DecodeError as exc:
+                    dead.append((msg, exc))
+                    continue
+            kept.append(msg)
+            txs.append(tx)
 
-        n_out = sum(len(v) for v in by_partition.values()) + len(dead)
+        positions = {(m[-1].topic(), p): m[-1].offset() + 1 for p, (m, _) in groups.items() if m}
+        for msg, _ in dead:
+            tp = (msg.topic(), msg.partition())
+            positions[tp] = max(positions.get(tp, 0), msg.offset() + 1)
         if not positions:
             return
+        n_out = sum(len(m) for m, _ in groups.values()) + len(dead)
         on_delivery = self.tracker.open(positions, n_out, self._delivery_failed)
         for msg, exc in dead:
             self._dead_letter(msg, exc, on_delivery)
         serving = self.serving
-        for partition, items in by_partition.items():
+        for partition, (kept, txs) in groups.items():
+            if not kept:
+                continue
             builder = self.builders.get(partition)
             if builder is None:  # a record from a partition assigned before our callback ran
                 builder = self.builders.setdefault(
                     partition, FeatureBuilder(self.cfg.max_cards, self.categories, self.channels)
                 )
-            batch = builder.build(tx for _, tx in items)
+            batch = builder.build(txs)
             # Features rounded to the 6 decimals the Score carries, so scored == logged; a
             # batch with a value that cannot be written so goes the slower shortest-form way.
             fixed = round_features(batch.dense)
             probs = serving.compiled.predict_proba(batch)
-            self._emit(items, batch, fixed, probs, serving, on_delivery)
+            self._emit(kept, txs, batch, fixed, probs, serving, on_delivery)
         self._update_card_metrics()
 
     def _update_card_metrics(self) -> None:
@@ -230,7 +258,8 @@ class Scorer:
 
     def _emit(
         self,
-        items: list[tuple[Message, FastTransaction]],
+        msgs: list[Message],
+        txs: list[FastTransaction],
         batch: FeatureBatch,
         fixed: bool,
         probs: np.ndarray,
@@ -241,7 +270,6 @@ class Scorer:
         compiled = serving.compiled
         now = datetime.now(UTC)
         now_ts = now.timestamp()
-        txs = [tx for _, tx in items]
         contrib = None
         if self.cfg.reasons:
             contrib = ((batch.dense - compiled.mean) * compiled.inv_std) * compiled.weight
@@ -252,13 +280,14 @@ class Scorer:
                 name: col for name, col in serving.shadow.scores(batch).items()
                 if np.isfinite(col).all()
             }  # fmt: skip
-        ids = [tx.transaction_id for tx in txs]
-        cards = [tx.card_id for tx in txs]
-        times = [tx.timestamp for tx in txs]
+        ids = list(map(_TRANSACTION_ID, txs))
+        cards = list(map(_CARD_ID, txs))
+        times = list(map(_TIMESTAMP, txs))
         version = compiled.version
         if fixed:
+            onehot = batch.onehot if batch.onehot is not None else batch.sparse
             values = self.writer.write(
-                ids, cards, times, probs, threshold, version, now, batch.dense, batch.sparse,
+                ids, cards, times, probs, threshold, version, now, batch.dense, onehot,
                 contrib, compiled.sparse, shadow,
             )  # fmt: skip
         else:
@@ -273,8 +302,8 @@ class Scorer:
             )  # fmt: skip
         topic = self.topics.scores
         produce = self.producer.produce
-        for (msg, tx), value in zip(items, values, strict=True):
-            key = msg.key() or tx.card_id.encode()
+        for msg, card, value in zip(msgs, cards, values, strict=True):
+            key = msg.key() or card.encode()
             while True:
                 try:
                     produce(topic, value, key, on_delivery=on_delivery)
@@ -282,7 +311,7 @@ class Scorer:
                 except BufferError:
                     # Local queue full: serve deliveries until there is room (back-pressure).
                     self.producer.poll(0.1)
-        n = len(items)
+        n = len(txs)
         n_flagged = int((probs >= threshold).sum())
         self.scored += n
         self.metrics.scored.inc(n)

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import orjson
 
-from scorer.features import DENSE_FEATURES
+from scorer.features import DENSE_FEATURES, ONE_HOT
 
 # Beyond this magnitude 6-decimal digits are not exact in a double: such batches fall back.
 FIXED_LIMIT = 9e9
@@ -274,29 +274,22 @@ def _array(blob: bytes) -> np.ndarray:
 
 
 class ScoreWriter:
-    """Writes batches of Score records; one-hot key names get ids as they first appear."""
+    """Writes batches of Score records; one-hot keys are named by their `ONE_HOT` ids."""
 
     def __init__(self, reasons: int = 3) -> None:
         self.top = reasons
         self._keys, self._key_ends = _table([orjson.dumps(n) + b":" for n in DENSE_FEATURES])
         self._names: list[bytes] = [orjson.dumps(n) for n in DENSE_FEATURES]
-        self._onehot_id: dict[str, int] = {}
-        self._pairs: dict[tuple[str, ...], tuple[int, int]] = {}
         self._name_table = _table(self._names)
 
-    def _ids(self, keys: tuple[str, ...]) -> tuple[int, int]:
-        ids = [-1, -1]
-        for slot, key in enumerate(keys[:2]):
-            idx = self._onehot_id.get(key)
-            if idx is None:
-                idx = self._onehot_id[key] = len(self._onehot_id)
-                self._names.append(orjson.dumps(key))
-                self._name_table = _table(self._names)
-            ids[slot] = idx
-        pair = (ids[0], ids[1])
-        if len(self._pairs) < 100_000:  # bounded: vocabularies are bounded anyway
-            self._pairs[keys] = pair
-        return pair
+    def _name_table_now(self) -> tuple[np.ndarray, np.ndarray]:
+        """Quoted dense names, then every ONE_HOT key name (extended as keys appear)."""
+        keys = ONE_HOT.names
+        known = len(self._names) - len(DENSE_FEATURES)
+        if known < len(keys):
+            self._names.extend(orjson.dumps(k) for k in keys[known:])
+            self._name_table = _table(self._names)
+        return self._name_table
 
     def warm_up(self) -> None:
         """Load (or compile) the kernel now rather than on the first batch."""
@@ -314,26 +307,31 @@ class ScoreWriter:
         model_version: int,
         scored_at: datetime,
         dense: np.ndarray,
-        sparse: Sequence[tuple[str, ...]],
+        sparse: Sequence[tuple[str, ...]] | np.ndarray,
         contrib: np.ndarray | None,
         sparse_weights: dict[str, float],
         challenger_scores: dict[str, np.ndarray] | None = None,
     ) -> list[bytes]:
         """The batch's Score records as JSON, in input order. `dense` must have been through
-        `round_features`; `contrib` holds each dense feature's contribution to the logit
-        (None: no reasons)."""
+        `round_features`; `sparse` holds each record's one-hot keys, as names or as an (n, 2)
+        array of ONE_HOT ids (-1: none); `contrib` each dense feature's contribution to the
+        logit (None: no reasons)."""
         n = len(transaction_ids)
         if n == 0:
             return []
-        get = self._pairs.get
-        onehot = np.array([get(keys) or self._ids(keys) for keys in sparse], dtype=np.int64)
-        onehot = onehot.reshape(n, 2)
-        names, name_ends = self._name_table
+        if isinstance(sparse, np.ndarray):
+            onehot = np.ascontiguousarray(sparse, dtype=np.int64)
+        else:
+            onehot = np.full((n, 2), -1, dtype=np.int64)
+            for i, keys in enumerate(sparse):
+                for slot, key in enumerate(keys[:2]):
+                    onehot[i, slot] = ONE_HOT.id_of(key)
+        names, name_ends = self._name_table_now()
         top = self.top if contrib is not None else 0
         if contrib is None:
             contrib = np.zeros((n, dense.shape[1]))
         weights = np.array(
-            [sparse_weights.get(key, 0.0) for key in self._onehot_id] or [0.0], dtype=np.float64
+            [sparse_weights.get(key, 0.0) for key in ONE_HOT.names] or [0.0], dtype=np.float64
         )
         sparse_contrib = np.where(onehot >= 0, weights[np.maximum(onehot, 0)], np.nan)
         shadow = challenger_scores or {}

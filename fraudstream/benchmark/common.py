@@ -17,6 +17,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from fraudstream.benchmark.model import publish_trained_model
 from infra.config import Settings, Topics
 from infra.kafka import common_config, make_consumer, make_producer
 from producer.generator import TransactionGenerator
@@ -65,6 +66,7 @@ def bench_topics(settings: Settings, source: str, sink: str, partitions: int) ->
     )
     create_topics(settings, [topics.labels, topics.transactions_dlq, topics.labels_dlq], 1)
     create_topics(settings, [topics.model_updates], 1)
+    publish_trained_model(settings, topics.model_updates)
     return topics
 
 

@@ -1,0 +1,51 @@
+"""A trained model for the benchmarks to score with.
+
+An untrained model has all-zero weights: no one-hot key carries weight and no feature pushes
+the logit up, so every Score would have empty `reasons` and the scorer would skip the work a
+real model costs. Every bench scorer instead serves this snapshot, trained on generated
+labelled transactions the way the trainer learns them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+from infra.config import ModelSettings, Settings
+from infra.kafka import make_producer
+from infra.registry import snapshot_key
+from producer.generator import TransactionGenerator
+from schemas import Transaction
+from schemas.snapshot import encode_snapshot, make_snapshot
+from scorer.features import FeatureBuilder
+from scorer.model import build_pipeline
+
+TRAIN_RECORDS = 20_000
+
+
+@cache
+def _trained_snapshot(model_json: str, key: bytes | None, n: int) -> bytes:
+    model = ModelSettings.model_validate_json(model_json)
+    generator = TransactionGenerator(seed=11, fraud_rate=0.02)
+    t0 = datetime.now(UTC) - timedelta(days=1)
+    rows = [generator.next(t0 + timedelta(seconds=4 * i)) for i in range(n)]
+    txs = [Transaction.model_validate(record) for record, _ in rows]
+    features = FeatureBuilder().build(txs).dicts()
+    pipeline = build_pipeline(model)
+    for x, (_, is_fraud) in zip(features, rows, strict=True):
+        if is_fraud:
+            pipeline.learn_one(x, True, w=model.fraud_weight)
+        else:
+            pipeline.learn_one(x, False)
+    snapshot = make_snapshot(pipeline, model.name, 1, n, {}, {}, {}, key=key)
+    return encode_snapshot(snapshot)
+
+
+def publish_trained_model(settings: Settings, topic: str, n: int = TRAIN_RECORDS) -> None:
+    """Publish a snapshot of a model trained on `n` generated labels to `topic` (the bench's
+    model-updates topic), so the scorers reading it serve a realistic model."""
+    value = _trained_snapshot(settings.model.model_dump_json(), snapshot_key(settings), n)
+    producer = make_producer(settings, "bench model")
+    producer.produce(topic, value, settings.model.name.encode())
+    if producer.flush(30):
+        raise RuntimeError(f"the bench model could not be published to {topic}")
