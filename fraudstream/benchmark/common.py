@@ -98,7 +98,8 @@ def passthrough_loop(
     stop: Callable[[], bool],
     limit: int | None = None,
 ) -> float:
-    """Consume -> produce the same bytes, commit after delivery: the physical ceiling.
+    """Consume -> produce the same bytes, commit after delivery: the physical ceiling. The
+    client calls are the scorer's (batch consume, positional produce with a callback).
 
     Runs until `stop()` or until `limit` records are delivered; returns records/s from the
     first record consumed to the last delivered.
@@ -131,7 +132,7 @@ def passthrough_loop(
                 positions[(msg.topic(), msg.partition())] = msg.offset() + 1
                 while True:
                     try:
-                        producer.produce(sink, msg.value(), msg.key(), on_delivery=on_delivery)
+                        producer.produce(sink, msg.value(), msg.key(), -1, on_delivery)
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -197,7 +198,16 @@ class OutputReader:
 
 
 def topic_env(settings: Settings, topics: Topics, group: str) -> dict[str, str]:
+    """The environment of a target process: the bench's own settings (whatever file or
+    environment they came from: client settings, batch sizes, snapshot key), on `topics`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    for name, value in settings.model_dump(exclude={"kafka", "topics"}).items():
+        if name == "snapshot_key":
+            value = settings.snapshot_key.get_secret_value() if settings.snapshot_key else None
+        if value is None:
+            continue
+        text = orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+        env[f"FRAUDSTREAM_{name.upper()}"] = text
     env["FRAUDSTREAM_BOOTSTRAP_SERVERS"] = settings.bootstrap
     for name, value in topics.model_dump().items():
         env[f"FRAUDSTREAM_TOPICS__{name.upper()}"] = value
