@@ -4,7 +4,13 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from schemas import Transaction
-from scorer.features import DENSE_FEATURES, FIRST_SEEN_GAP_S, MAX_CATEGORY_VALUES, FeatureBuilder
+from scorer.features import (
+    DENSE_FEATURES,
+    FIRST_SEEN_GAP_S,
+    MAX_CATEGORY_VALUES,
+    ONE_HOT,
+    FeatureBuilder,
+)
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)  # a Sunday, 03:00 UTC
 
@@ -210,3 +216,21 @@ def test_compiled_kernel_matches_the_numpy_rounds() -> None:
     n = fast.store._next
     assert np.allclose(fast.store.numeric[:n], reference.store.numeric[:n], rtol=1e-12)
     assert (fast.store.keys[:n] == reference.store.keys[:n]).all()
+
+
+def test_one_hot_ids_name_the_same_keys_and_values_past_the_limit_are_not_kept() -> None:
+    builder = FeatureBuilder()
+    n = MAX_CATEGORY_VALUES + 50
+    txs = [
+        tx(i, card=f"c{i}", merchant_category=f"cat{i}", channel=None if i % 3 else "web")
+        for i in range(n)
+    ]
+    batch = builder.build(txs)
+    assert batch.onehot is not None and batch.onehot.shape == (n, 2)
+    for i, keys in enumerate(batch.sparse):
+        assert [ONE_HOT.names[j] for j in batch.onehot[i] if j >= 0] == list(keys)
+        assert (batch.onehot[i, 1] >= 0) == (txs[i].channel is not None)
+    # Values past the limit share "other" and are not remembered (hostile input is bounded).
+    assert len(builder.categories.ids) == MAX_CATEGORY_VALUES + 1  # + None
+    again = builder.build([tx(n + 1, merchant_category=f"cat{n - 1}")])
+    assert again.sparse == [("merchant_category=other",)]

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.models import Score
 from scorer.encode import ScoreEncoder
-from scorer.features import DENSE_FEATURES, FeatureBatch
+from scorer.features import DENSE_FEATURES, ONE_HOT, FeatureBatch
 from scorer.model import CompiledModel
 from scorer.score_writer import ScoreWriter, round_features
 
@@ -95,3 +95,25 @@ def test_round_features_refuses_what_it_cannot_write_exactly() -> None:
         before = dense.copy()
         assert not round_features(dense)
         assert np.array_equal(dense, before, equal_nan=True)
+
+
+def test_one_hot_ids_write_the_same_records_as_key_names() -> None:
+    """The scorer passes one-hot keys as ONE_HOT ids (what the builder makes); any other
+    caller as names: both must give the same bytes."""
+    n = 300
+    tids, cards, times, dense, sparse = _batch(n, 5)
+    assert round_features(dense)
+    ids = np.full((n, 2), -1, dtype=np.int64)
+    for i, keys in enumerate(sparse):
+        for slot, key in enumerate(keys):
+            ids[i, slot] = ONE_HOT.id_of(key)
+    weights = {"merchant_category=grocery": 2.5, 'channel=we"b': 0.3}
+    contrib = dense * 0.01
+    probs = np.linspace(0.0, 1.0, n)
+    now = datetime.now(UTC)
+    args = (tids, cards, times, probs, 0.5, 3, now, dense)
+    by_name = ScoreWriter(reasons=3).write(*args, sparse, contrib, weights)
+    by_id = ScoreWriter(reasons=3).write(*args, ids, contrib, weights)
+    assert by_id == by_name
+    assert any(b'"channel=we\\"b":1.0' in r for r in by_id)
+    assert any(b'"feature":"merchant_category=grocery"' in r for r in by_id)
