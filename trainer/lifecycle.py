@@ -22,6 +22,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +82,15 @@ class Guardrails:
             self.served_auc.update(y, float(served_score))
             self.served_seen += 1
 
-    def check(self, pipeline: Any, quality: RollingQuality) -> list[Hold]:
-        """Why this model must not be published; empty if it may."""
+    def check(
+        self,
+        pipeline: Any,
+        quality: RollingQuality,
+        predict_many: Callable[[Sequence[dict[str, float]]], list[float]] | None = None,
+    ) -> list[Hold]:
+        """Why this model must not be published; empty if it may. `predict_many`: the
+        pipeline's probabilities for a list of feature dicts, faster than River's own (the
+        trainer's `FusedModel.predict_many`)."""
         if not self.cfg.enabled:
             return []
         bad = non_finite_parameters(pipeline)
@@ -91,7 +99,10 @@ class Guardrails:
             return [("non_finite", f"non-finite parameters {', '.join(bad[:3])}{more}")]
         held: list[Hold] = []
         if self.reference:
-            scores = [predict_one(pipeline, x) for x in self.reference]
+            if predict_many is not None:
+                scores = predict_many(list(self.reference))
+            else:
+                scores = [predict_one(pipeline, x) for x in self.reference]
             if not all(math.isfinite(s) for s in scores):
                 return [("non_finite", "non-finite scores on the reference sample")]
             n = len(scores)

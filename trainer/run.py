@@ -33,7 +33,8 @@ from infra.registry import snapshot_key
 from schemas import DecodeError
 from schemas.fast import decode_label_fast
 from schemas.snapshot import Offsets, Snapshot, encode_snapshot, make_snapshot
-from scorer.model import build_pipeline, predict_one, upgrade_pipeline
+from scorer.model import build_pipeline, upgrade_pipeline
+from trainer.fast_learner import FusedModel
 from trainer.join import Joined, Joiner
 from trainer.lifecycle import Arena, Guardrails, RollbackWatcher, TrainerLifecycle
 from trainer.maturation import (
@@ -44,6 +45,7 @@ from trainer.maturation import (
     wall_clock_us,
 )
 from trainer.quality import RollingQuality
+from trainer.score_decode import decode_score_fields
 from trainer.tracking import MlflowLogger
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,8 @@ class Trainer(TrainerLifecycle):
         self.cfg = settings.trainer
         self.topics = settings.topics
         self.mlflow = mlflow_logger
-        self.pipeline: Any = build_pipeline(settings.model)
+        # The champion; `pipeline` is its River object (see the property).
+        self.fused = FusedModel(build_pipeline(settings.model))
         self.version = 0
         self.labels_learned = 0
         self.last_label_at: float | None = None
@@ -128,6 +131,16 @@ class Trainer(TrainerLifecycle):
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def pipeline(self) -> Any:
+        """The champion's River pipeline, with everything learned so far written into it."""
+        return self.fused.pipeline
+
+    @pipeline.setter
+    def pipeline(self, pipeline: Any) -> None:
+        # A restored, rolled back or promoted model: the fused learner takes it over.
+        self.fused = FusedModel(pipeline)
 
     def stop(self) -> None:
         self._stop.set()
@@ -377,33 +390,35 @@ class Trainer(TrainerLifecycle):
 
     def _fit(self, joined: Joined) -> bool:
         """Evaluate, then learn one joined transaction. False: the Score was unusable."""
-        try:
-            record = orjson.loads(joined.score_raw or b"")
-            features = record["features"]
-            if not isinstance(features, dict):
-                raise TypeError("features is not an object")
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            self.metrics.dlq.labels(self.topics.scores, "invalid_score").inc()
-            return False
-        y = joined.is_fraud
-        # Progressive validation: evaluate the current model on the label before learning it.
-        # Matured transactions count too: they are most of the real negatives.
-        self.quality.update(y, predict_one(self.pipeline, features))
-        self.guardrails.observe(features, y, record.get("score"))
-        self.label_counts["fraud" if y else "legit"] += 1
-        if y:
-            self.pipeline.learn_one(features, y, w=self.arena.fraud_weight)
+        raw = joined.score_raw or b""
+        fields = decode_score_fields(raw)
+        if fields is not None:  # numbers only: the compiled learner
+            features, served, event_time = fields.features, fields.score, fields.event_time
+            learn = self.fused.predict_learn
         else:
-            # w=1.0 is learn_one's default: the same update, without the per-step routing
-            # of keyword arguments that Pipeline.learn_one does when given any.
-            self.pipeline.learn_one(features, y)
+            try:
+                record = orjson.loads(raw)
+                features = record["features"]
+                if not isinstance(features, dict):
+                    raise TypeError("features is not an object")
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                self.metrics.dlq.labels(self.topics.scores, "invalid_score").inc()
+                return False
+            served, event_time = record.get("score"), record.get("event_time")
+            learn = self.fused.learn_any  # River's own path, as before
+        y = joined.is_fraud
+        # Progressive validation: the model's probability before it learns the label.
+        # Matured transactions count too: they are most of the real negatives.
+        self.quality.update(y, learn(features, y, self.arena.fraud_weight if y else 1.0))
+        self.guardrails.observe(features, y, served)
+        self.label_counts["fraud" if y else "legit"] += 1
         self.arena.learn(features, y)
         self.labels_learned += 1
         self.last_label_at = joined.label_arrived
         self._since_snapshot += 1
         self._learned_unreported += 1  # the counter is bumped once per loop turn
         if joined.label_us:
-            event_us = joined.event_us or event_time_us(record.get("event_time"))
+            event_us = joined.event_us or event_time_us(event_time)
             if event_us:
                 self._lags.append(max(0.0, (joined.label_us - event_us) / 1e6))
         return True
@@ -482,7 +497,11 @@ class Trainer(TrainerLifecycle):
         if self._since_snapshot:
             self._maybe_promote()
         quality = self.quality.as_dict()
-        held = self.guardrails.check(self.pipeline, self.quality) if self._since_snapshot else []
+        held = (
+            self.guardrails.check(self.pipeline, self.quality, self.fused.predict_many)
+            if self._since_snapshot
+            else []
+        )
         if held:
             self._hold(held)
         elif self._since_snapshot > 0:
