@@ -6,7 +6,6 @@ so a crash or rebalance can repeat scores but never skip one (at-least-once).
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -19,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from infra.config import Settings
 from infra.dlq import send_to_dlq
+from infra.gc_tuning import quiet_gc
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from infra.model_updates import ModelWatcher
@@ -119,7 +119,7 @@ class Scorer:
             on_lost=self._on_lost,
         )
         log.info("scorer consuming %s as group %s", self.topics.transactions, self.cfg.group_id)
-        _quiet_gc()
+        quiet_gc()
         try:
             while not self._stop.is_set():
                 self._step()
@@ -367,21 +367,6 @@ class Scorer:
             self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except Exception as exc:  # noqa: BLE001  a failed commit only means records are repeated
             log.warning("offset commit failed: %s", exc)
-
-
-def _quiet_gc() -> None:
-    """Keep the cyclic garbage collector out of the hot path.
-
-    Profiles showed a quarter of the scorer's time in collections: every batch allocates tens of
-    thousands of short-lived containers (messages, rows), so the default gen-0 threshold of 700
-    triggered many collections per batch, and each older-generation pass walked everything the
-    imports left behind (MLflow, River, pandas). Objects alive now are frozen out of collection
-    and collections run once per ~50k new containers; the hot path creates no reference cycles,
-    so reference counting frees nearly everything anyway.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _describe(partitions: list[TopicPartition]) -> str:

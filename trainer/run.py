@@ -26,6 +26,7 @@ from confluent_kafka import (
 
 from infra.config import Settings
 from infra.dlq import send_to_dlq
+from infra.gc_tuning import quiet_gc
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from infra.model_updates import read_latest_snapshot
@@ -190,6 +191,7 @@ class Trainer(TrainerLifecycle):
             self.mlflow.start()
         self.consumer.subscribe([self.topics.scores, self.topics.labels], on_assign=self._on_assign)
         log.info("trainer consuming %s + %s", self.topics.scores, self.topics.labels)
+        quiet_gc()
         try:
             while not self._stop.is_set():
                 msgs = self.consumer.consume(self.cfg.batch_size, 0.1)
