@@ -54,8 +54,11 @@ def topics_of(topics: Topics) -> list[str]:
     ]  # fmt: skip
 
 
-def bench_topics(settings: Settings, source: str, sink: str, partitions: int) -> Topics:
-    """Topic names for a scorer reading `source` and writing `sink`; creates the extras."""
+def bench_topics(
+    settings: Settings, source: str, sink: str, partitions: int, trained_model: bool = True
+) -> Topics:
+    """Topic names for a scorer reading `source` and writing `sink`; creates the extras and,
+    with `trained_model`, publishes the model the bench scorers serve (`model.py`)."""
     topics = Topics(
         transactions=source,
         scores=sink,
@@ -66,7 +69,8 @@ def bench_topics(settings: Settings, source: str, sink: str, partitions: int) ->
     )
     create_topics(settings, [topics.labels, topics.transactions_dlq, topics.labels_dlq], 1)
     create_topics(settings, [topics.model_updates], 1)
-    publish_trained_model(settings, topics.model_updates)
+    if trained_model:
+        publish_trained_model(settings, topics.model_updates)
     return topics
 
 

@@ -44,7 +44,9 @@ def measure(
 ) -> dict[str, float]:
     source, sink, group = f"fresh-tx-{uid()}", f"fresh-scores-{uid()}", f"fresh-{uid()}"
     create_topics(settings, [source, sink], partitions)
-    topics = bench_topics(settings, source, sink, partitions)
+    # No pre-trained model: the trainer starts from scratch, so a snapshot's labels_learned
+    # counts this run's labels only.
+    topics = bench_topics(settings, source, sink, partitions, trained_model=False)
     env = topic_env(settings, topics, group)
     env["FRAUDSTREAM_TRAINER__GROUP_ID"] = f"{group}-trainer"
     proc = spawn(

@@ -78,7 +78,11 @@ class BenchReport:
                 f"bytes/card, peak RSS {m['peak_rss_mib']:.0f} MiB"
             )
         if "trainer" in r:
-            lines.append(f"  trainer               {r['trainer']['labels_per_s']:>10,.0f} labels/s")
+            t = r["trainer"]
+            lines.append(
+                f"  trainer               {t['labels_per_s']:>10,.0f} labels/s  "
+                f"rounds {_list(t.get('rounds', [t['labels_per_s']]))}"
+            )
         if "freshness" in r:
             f = r["freshness"]
             lines.append(
@@ -132,9 +136,10 @@ def run_bench(settings: Settings, options: BenchOptions, json_path: Path | None)
     if "memory" in options.parts:
         report.results["memory"] = memory.measure(options.cards)
     if "trainer" in options.parts:
-        report.results["trainer"] = {
-            "labels_per_s": trainer.labels_per_s(settings, options.trainer_labels, p)
-        }
+        rates = [
+            trainer.labels_per_s(settings, options.trainer_labels, p) for _ in range(options.rounds)
+        ]
+        report.results["trainer"] = {"rounds": rates, "labels_per_s": statistics.median(rates)}
     if "freshness" in options.parts:
         report.results["freshness"] = freshness.measure(
             settings, options.freshness_rate, max(options.latency_s, 5.0), p, work_dir
