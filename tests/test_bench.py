@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
+
+pytestmark = pytest.mark.integration
 
 
 def test_bench_parts_report_consistent_figures(bootstrap: str, tmp_path: Path) -> None:
