@@ -99,6 +99,10 @@ def _wait(predicate: object, timeout_s: float, interval_s: float = 0.5) -> bool:
     return False
 
 
+# The client fetch wait `up` gives its processes on the embedded broker (see run_up).
+EMBEDDED_FETCH_WAIT_MS = 100
+
+
 def run_up(settings: Settings, options: UpOptions) -> int:
     broker: EmbeddedBroker | None = None
     stack = Stack()
@@ -120,6 +124,12 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         create_topics(settings)
 
         env = {**os.environ, "FRAUDSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap}
+        if broker is not None and "fetch_wait_max_ms" not in settings.model_fields_set:
+            # Tansu's CPU grows with records stored times fetches answered: with 10 ms fetches
+            # it reached 1.4 cores within 30 s and scoring fell to half the produced rate;
+            # with 100 ms it kept up for a minute and more (BROKER-NOTES.md). A setting of
+            # the user's own is kept.
+            env["FRAUDSTREAM_FETCH_WAIT_MAX_MS"] = str(EMBEDDED_FETCH_WAIT_MS)
         env.pop("FRAUDSTREAM_METRICS_PORT", None)
         common = ["--config", options.config] if options.config else []
         produce_args = [

@@ -64,6 +64,10 @@ class TrainerSettings(BaseModel):
     # 1 s); the label count bounds snapshot overhead at high label rates.
     snapshot_every_labels: int = Field(10_000, ge=1)
     snapshot_every_s: float = Field(1.0, gt=0)
+    # The trainer's fetch wait (the scorer keeps the short top-level one): labels tolerate
+    # 100 ms, and a broker answering 8 partitions' fetches every 10 ms spends its CPU on them
+    # (Tansu: climbs to 1.4 cores within 30 s of `fraudstream up`, scoring halves).
+    fetch_wait_max_ms: int = Field(100, ge=1)
     mlflow_every_s: float = Field(30.0, ge=0)
     join_buffer_size: int = Field(500_000, ge=1)
     join_ttl_s: float = Field(3 * 24 * 3600.0, gt=0)

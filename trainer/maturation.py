@@ -91,7 +91,11 @@ class ScoreFetcher:
             conf = consumer_config(
                 self.settings,
                 f"{self.settings.trainer.group_id}-refetch",
-                **{"auto.offset.reset": "error", "statistics.interval.ms": 0},
+                **{
+                    "auto.offset.reset": "error",
+                    "statistics.interval.ms": 0,
+                    "fetch.wait.max.ms": self.settings.trainer.fetch_wait_max_ms,
+                },
             )
             self._consumer = Consumer(conf)
         return self._consumer

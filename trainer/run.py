@@ -127,8 +127,11 @@ class Trainer(TrainerLifecycle):
             self.cfg.group_id,
             "trainer consumer",
             on_lag=metrics.set_lag,
-            # The trainer is one process: eager assignment lets on_assign set positions.
-            **{"partition.assignment.strategy": "range"},
+            **{
+                "fetch.wait.max.ms": self.cfg.fetch_wait_max_ms,
+                # The trainer is one process: eager assignment lets on_assign set positions.
+                "partition.assignment.strategy": "range",
+            },
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
