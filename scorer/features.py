@@ -38,16 +38,18 @@ Sparse one-hot features (present only when set): `merchant_category=<v>`, `chann
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
-from operator import attrgetter, is_
+from operator import attrgetter
 
 import numpy as np
 
 from schemas import Transaction
+from scorer.byte_hash import hash_strings
 from scorer.card_kernel import card_features
+from scorer.card_table import CardSlots
 
 DENSE_FEATURES: tuple[str, ...] = (
     "amount",
@@ -257,6 +259,8 @@ class Vocabulary:
     keys: dict[str, str] = field(default_factory=dict)
     # value -> ONE_HOT id of its key (None: no key); only for values that have their own key.
     ids: dict[str | None, int] = field(default_factory=lambda: {None: -1})
+    # The same ids by the value's byte hash (0: None), for the scorer's compiled decoding.
+    by_hash: dict[int, int] = field(default_factory=lambda: {0: -1})
 
     def key(self, value: str) -> str:
         k = self.keys.get(value)
@@ -277,6 +281,20 @@ class Vocabulary:
                 self.ids[value] = key_id
         return ids
 
+    def ids_of_hashes(
+        self, hashes: np.ndarray, value_of: Callable[[int], str | None]
+    ) -> np.ndarray:
+        """As `key_ids`, for values known by their byte hash (`scorer.byte_hash`; 0: None):
+        `value_of(i)` gives record i's value, asked only for a hash not met before."""
+        by_hash = self.by_hash
+        ids = np.fromiter(map(by_hash.get, hashes.tolist(), repeat(_UNSEEN)), np.int64, len(hashes))
+        for i in np.flatnonzero(ids == _UNSEEN).tolist():
+            value = value_of(i)
+            ids[i] = self.key_ids([value])[0]
+            if value in self.ids:  # remembered values only: the map stays bounded
+                by_hash[int(hashes[i])] = int(ids[i])
+        return ids
+
 
 def occurrences(slots: np.ndarray) -> np.ndarray:
     """For each record, the number of earlier records of the same slot in the batch."""
@@ -292,27 +310,33 @@ def occurrences(slots: np.ndarray) -> np.ndarray:
 class CardStore:
     """Per-card state with a size bound; the least recently seen card is evicted first.
 
-    `cards` maps card id -> slot in recency order (dict order); the state itself lives in
-    numpy arrays indexed by slot, so a batch updates it with array operations.
+    Cards are known by the 64-bit hash of their id's UTF-8 bytes (`scorer.byte_hash`): a card
+    costs the same whatever its id's length, and the scorer hashes ids straight from the
+    consumed bytes. `slots` maps hash -> row in recency order (`scorer.card_table`, compiled);
+    the state itself lives in numpy arrays indexed by row, updated by the feature kernel.
+    Two of a million cards share state with probability ~3e-8.
     """
 
     def __init__(self, max_cards: int) -> None:
         self.max_cards = max_cards
-        # Keyed by the card id's 64-bit hash, not the id: a card costs the same whatever its id's
-        # length (ids may be 256 characters). Two of a million cards share state with
-        # probability ~3e-8.
-        self.cards: dict[int, int] = {}
-        self.evicted = 0
+        self.slots = CardSlots(max_cards)
         self.numeric = np.zeros((0, _NUMERIC))
         self.keys = np.zeros((0, _KEYS), dtype=np.int32)
-        self._free: list[int] = []
-        self._next = 0
 
     def __len__(self) -> int:
-        return len(self.cards)
+        return len(self.slots)
 
     def __contains__(self, card_id: str) -> bool:
-        return hash(card_id) in self.cards
+        return int(hash_strings([card_id])[0]) in self.slots
+
+    @property
+    def evicted(self) -> int:
+        return self.slots.evicted
+
+    @property
+    def rows(self) -> int:
+        """Rows of state ever handed out (the arrays hold at least this many)."""
+        return self.slots.next_slot
 
     def _grow(self, need: int) -> None:
         # Grow by a quarter, not double: a doubled array can leave half of it unused.
@@ -323,47 +347,20 @@ class CardStore:
         keys[: len(self.keys)] = self.keys
         self.numeric, self.keys = numeric, keys
 
-    def assign(self, card_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Slots of the cards and whether each record is the card's first sighting. Marks
-        them most recent."""
-        cards = self.cards
-        pop = cards.pop
-        free = self._free
-        slots: list[int] = []
-        add = slots.append
-        new: list[int] = []
-        for i, card_key in enumerate(map(hash, card_ids)):
-            slot = pop(card_key, None)
-            if slot is None:
-                if free:
-                    slot = free.pop()
-                else:
-                    slot = self._next
-                    self._next += 1
-                new.append(i)
-            cards[card_key] = slot  # re-inserted: dict order = recency order
-            add(slot)
-        if self._next > len(self.numeric):
-            self._grow(self._next)
-        slot_arr = np.array(slots, dtype=np.int64)
-        first = np.zeros(len(slots), dtype=bool)
-        first[new] = True
-        return slot_arr, first
+    def assign(self, card_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the cards (by id hash) and whether each record is the card's first
+        sighting. Marks them most recent."""
+        slots, first = self.slots.assign(card_hashes)
+        if self.slots.next_slot > len(self.numeric):
+            self._grow(self.slots.next_slot)
+        return slots, first
 
     def trim(self) -> None:
         """Evict least recently seen cards down to the bound (called once per batch)."""
-        excess = len(self.cards) - self.max_cards
-        if excess <= 0:
-            return
-        cards = self.cards
-        for key in [k for k, _ in zip(cards, range(excess), strict=False)]:
-            self._free.append(cards.pop(key))
-        self.evicted += excess
+        self.slots.trim()
 
     def clear(self) -> None:
-        self.cards.clear()
-        self._free.clear()
-        self._next = 0
+        self.slots.clear()
 
 
 _TIMESTAMP = attrgetter("timestamp")
@@ -375,15 +372,12 @@ _CHANNEL = attrgetter("channel")
 _CARD = attrgetter("card_id")
 
 
-def _value_hashes(values: list[str | None]) -> np.ndarray:
-    """Python's string hash of each value (per process, like the state itself), cut to 31
-    bits to halve the state; a collision only hides a change among a card's few recent
-    values. 0 is reserved for None (a value hashing to 0 becomes 1)."""
-    n = len(values)
-    h = np.fromiter(map(hash, values), np.int64, n) & _HASH_MASK
-    h[h == 0] = 1
-    h[np.fromiter(map(is_, values, repeat(None)), np.bool_, n)] = 0
-    return h.astype(np.int32)
+def short_hashes(hashes: np.ndarray) -> np.ndarray:
+    """64-bit value hashes (0: none) cut to 31 bits to halve the card state; a collision only
+    hides a change among a card's few recent values. 0 stays reserved for none."""
+    h = (hashes & np.uint64(_HASH_MASK)).astype(np.int32)
+    h[(h == 0) & (hashes != 0)] = 1
+    return h
 
 
 def _epoch(at: datetime | float) -> float:
@@ -422,15 +416,11 @@ class FeatureBuilder:
         risk.country.observe(tx.country, is_fraud, t)
 
     def build(self, transactions: Iterable[Transaction]) -> FeatureBatch:
-        # Python touches each record only to read its fields, find its card's slot and look up
-        # its one-hot keys and risks; the per-card arithmetic runs on arrays, in rounds: round
-        # r holds each card's r-th record of the batch, so a card's records still see each
-        # other in order.
+        """Features of transactions (validated objects), in order."""
         txs = transactions if isinstance(transactions, list) else list(transactions)
         n = len(txs)
-        out = np.empty((n, len(DENSE_FEATURES)), dtype=np.float64)
         if n == 0:
-            return FeatureBatch(out, [])
+            return FeatureBatch(np.empty((0, len(DENSE_FEATURES))), [])
         # Columns read with C-level map() loops: a list comprehension costs a Python bytecode
         # loop per column and record.
         ts = np.fromiter(map(datetime.timestamp, map(_TIMESTAMP, txs)), np.float64, n)
@@ -439,10 +429,40 @@ class FeatureBuilder:
         merchants = list(map(_MERCHANT, txs))
         categories = list(map(_CATEGORY, txs))
         channels = list(map(_CHANNEL, txs))
+        onehot = np.empty((n, 2), dtype=np.int64)
+        onehot[:, 0] = self.categories.key_ids(categories)
+        onehot[:, 1] = self.channels.key_ids(channels)
+        return self.build_columns(
+            ts, amount, hash_strings(list(map(_CARD, txs))), hash_strings(countries),
+            hash_strings(merchants), onehot, lambda: (merchants, categories, countries),
+        )  # fmt: skip
+
+    def build_columns(
+        self,
+        ts: np.ndarray,
+        amount: np.ndarray,
+        card_hashes: np.ndarray,
+        country_hashes: np.ndarray,
+        merchant_hashes: np.ndarray,
+        onehot: np.ndarray,
+        risk_values: Callable[[], tuple[list[str | None], list[str], list[str | None]]],
+    ) -> FeatureBatch:
+        """Features of records given as columns: event times (epoch s), amounts, the 64-bit
+        byte hashes (`scorer.byte_hash`, 0: none) of card id, country and merchant, and the
+        `ONE_HOT` ids of category and channel. `risk_values` gives the merchant, category and
+        country strings, asked for only once a label has made some value's risk differ."""
+        # Python touches each record only to read its fields, find its card's slot and look up
+        # its one-hot keys and risks; the per-card arithmetic runs on arrays, in rounds: round
+        # r holds each card's r-th record of the batch, so a card's records still see each
+        # other in order.
+        n = len(ts)
+        out = np.empty((n, len(DENSE_FEATURES)), dtype=np.float64)
+        if n == 0:
+            return FeatureBatch(out, ts=ts, onehot=onehot)
         store = self.store
-        slots, first = store.assign(list(map(_CARD, txs)))
-        country_h = _value_hashes(countries)
-        merchant_h = _value_hashes(merchants)
+        slots, first = store.assign(card_hashes)
+        country_h = short_hashes(country_hashes)
+        merchant_h = short_hashes(merchant_hashes)
 
         days = np.floor(ts / 86400.0)
         hour = np.floor((ts - days * 86400.0) / 3600.0)
@@ -474,19 +494,14 @@ class FeatureBuilder:
         store.trim()
 
         risk = self.risk
-        for col, table, values in (
-            (17, risk.merchant, merchants),
-            (18, risk.category, categories),
-            (19, risk.country, countries),
-        ):
+        tables = (risk.merchant, risk.category, risk.country)
+        values = risk_values() if any(t.risks for t in tables) else ([], [], [])
+        for col, table, column in zip((17, 18, 19), tables, values, strict=True):
             if table.risks:
                 get, default = table.risks.get, table.default
-                out[:, col] = np.fromiter(map(get, values, repeat(default)), np.float64, n)
+                out[:, col] = np.fromiter(map(get, column, repeat(default)), np.float64, n)
             else:  # until a label arrives every value is at the prior
                 out[:, col] = table.default
-        onehot = np.empty((n, 2), dtype=np.int64)
-        onehot[:, 0] = self.categories.key_ids(categories)
-        onehot[:, 1] = self.channels.key_ids(channels)
         return FeatureBatch(out, ts=ts, onehot=onehot)
 
     def _round(

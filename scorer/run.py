@@ -23,10 +23,11 @@ from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from infra.model_updates import ModelWatcher
 from schemas import DecodeError
-from schemas.codec import MAX_RECORD_BYTES
-from schemas.fast import TRANSACTION_DECODER, FastTransaction, decode_transaction_fast
 from schemas.snapshot import Snapshot
+from schemas.wire_columns import CARD, TX_ID
+from schemas.wire_columns import warm_up as warm_up_parser
 from scorer.card_kernel import warm_up
+from scorer.decoded import DecodedRecords, build_features
 from scorer.encode import ScoreEncoder
 from scorer.features import FeatureBatch, FeatureBuilder, Vocabulary
 from scorer.model import CompiledModel, build_pipeline
@@ -40,6 +41,8 @@ DLQ_LOG_EVERY_S = 10.0
 _TRANSACTION_ID = attrgetter("transaction_id")
 _CARD_ID = attrgetter("card_id")
 _TIMESTAMP = attrgetter("timestamp")
+_ERROR = Message.error
+_PARTITION = Message.partition
 
 
 @dataclass
@@ -106,6 +109,7 @@ class Scorer:
 
     def run(self, model_wait_s: float = 10.0) -> None:
         warm_up()
+        warm_up_parser()
         self.writer.warm_up()
         self.watcher.start()
         if not self.watcher.ready.wait(model_wait_s):
@@ -186,66 +190,31 @@ class Scorer:
     def _process(self, msgs: list[Message]) -> None:
         if self.first_batch_at is None:
             self.first_batch_at = time.perf_counter()
-        # One pass over the messages with as few Python operations per record as possible:
-        # the records of a partition arrive in runs, in offset order.
-        groups: dict[int, tuple[list[Message], list[FastTransaction]]] = {}
-        dead: list[tuple[Message, DecodeError]] = []
-        decode = TRANSACTION_DECODER.decode
-        part = -1
-        kept: list[Message] = []
-        txs: list[FastTransaction] = []
-        for msg in msgs:
-            if msg.error() is not None:
-                err = msg.error()
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error: %s", err.str())
-                continue
-            p = msg.partition()
-            if p != part:
-                group = groups.get(p)
-                if group is None:
-                    group = groups[p] = ([], [])
-                kept, txs = group
-                part = p
-            value = msg.value()
-            try:
-                if len(value) > MAX_RECORD_BYTES:  # (None: TypeError)
-                    raise ValueError
-                tx = decode(value)
-            except (TypeError, ValueError):  # msgspec's errors are ValueErrors
-                try:
-                    tx = decode_transaction_fast(value)  # the precise reason, or a rarer form
-                except DecodeError as exc:
-                    dead.append((msg, exc))
-                    continue
-            kept.append(msg)
-            txs.append(tx)
-
-        positions = {(m[-1].topic(), p): m[-1].offset() + 1 for p, (m, _) in groups.items() if m}
-        for msg, _ in dead:
-            tp = (msg.topic(), msg.partition())
-            positions[tp] = max(positions.get(tp, 0), msg.offset() + 1)
+        runs = _partition_runs(msgs)
+        decoded = [(p, DecodedRecords(run)) for p, run in runs.items()]
+        dead = [d for _, records in decoded for d in records.dead]
+        positions = {(run[-1].topic(), p): run[-1].offset() + 1 for p, run in runs.items()}
         if not positions:
             return
-        n_out = sum(len(m) for m, _ in groups.values()) + len(dead)
+        n_out = sum(len(run) for run in runs.values())
         on_delivery = self.tracker.open(positions, n_out, self._delivery_failed)
         for msg, exc in dead:
             self._dead_letter(msg, exc, on_delivery)
         serving = self.serving
-        for partition, (kept, txs) in groups.items():
-            if not kept:
+        for partition, records in decoded:
+            if not len(records):
                 continue
             builder = self.builders.get(partition)
             if builder is None:  # a record from a partition assigned before our callback ran
                 builder = self.builders.setdefault(
                     partition, FeatureBuilder(self.cfg.max_cards, self.categories, self.channels)
                 )
-            batch = builder.build(txs)
+            batch = build_features(builder, records)
             # Features rounded to the 6 decimals the Score carries, so scored == logged; a
             # batch with a value that cannot be written so goes the slower shortest-form way.
             fixed = round_features(batch.dense)
             probs = serving.compiled.predict_proba(batch)
-            self._emit(kept, txs, batch, fixed, probs, serving, on_delivery)
+            self._emit(records, batch, fixed, probs, serving, on_delivery)
         self._update_card_metrics()
 
     def _update_card_metrics(self) -> None:
@@ -258,8 +227,7 @@ class Scorer:
 
     def _emit(
         self,
-        msgs: list[Message],
-        txs: list[FastTransaction],
+        records: DecodedRecords,
         batch: FeatureBatch,
         fixed: bool,
         probs: np.ndarray,
@@ -280,30 +248,30 @@ class Scorer:
                 name: col for name, col in serving.shadow.scores(batch).items()
                 if np.isfinite(col).all()
             }  # fmt: skip
-        ids = list(map(_TRANSACTION_ID, txs))
-        cards = list(map(_CARD_ID, txs))
-        times = list(map(_TIMESTAMP, txs))
         version = compiled.version
         if fixed:
             onehot = batch.onehot if batch.onehot is not None else batch.sparse
-            values = self.writer.write(
-                ids, cards, times, probs, threshold, version, now, batch.dense, onehot,
+            spans = records.spans
+            values = self.writer.write_spans(
+                records.arena, spans[:, TX_ID, :], spans[:, CARD, :], records.time_text,
+                records.time_len, probs, threshold, version, now, batch.dense, onehot,
                 contrib, compiled.sparse, shadow,
             )  # fmt: skip
-        else:
+        else:  # rare (a feature too large for 6 fixed decimals): the reference encoder
+            txs = records.transactions()
             reasons = (
                 self.encoder.reason_columns(contrib, batch.sparse, compiled.sparse)
                 if contrib is not None
                 else None
             )
             values = self.encoder.encode(
-                ids, cards, times, probs, threshold, version, now, batch.dense, batch.sparse,
-                reasons, shadow,
+                list(map(_TRANSACTION_ID, txs)), list(map(_CARD_ID, txs)),
+                list(map(_TIMESTAMP, txs)), probs, threshold, version, now, batch.dense,
+                batch.sparse, reasons, shadow,
             )  # fmt: skip
         topic = self.topics.scores
         produce = self.producer.produce
-        for msg, card, value in zip(msgs, cards, values, strict=True):
-            key = msg.key() or card.encode()
+        for key, value in zip(records.keys(), values, strict=True):
             while True:
                 try:
                     # Positional (partition -1: the partitioner's): keyword parsing costs
@@ -313,18 +281,13 @@ class Scorer:
                 except BufferError:
                     # Local queue full: serve deliveries until there is room (back-pressure).
                     self.producer.poll(0.1)
-        n = len(txs)
+        n = len(records)
         n_flagged = int((probs >= threshold).sum())
         self.scored += n
         self.metrics.scored.inc(n)
         self.metrics.flagged.inc(n_flagged)
         self.metrics.fraud_rate_window.add(n, n_flagged, now_ts)
-        event_ts = (
-            batch.ts
-            if batch.ts is not None
-            else np.fromiter((tx.timestamp.timestamp() for tx in txs), float, n)
-        )
-        self.metrics.score_latency.observe_many(np.maximum(now_ts - event_ts, 0.0))
+        self.metrics.score_latency.observe_many(np.maximum(now_ts - records.ts, 0.0))
 
     def _dead_letter(self, msg: Message, exc: DecodeError, on_delivery: Batch) -> None:
         topic = self.topics.transactions_dlq
@@ -367,6 +330,28 @@ class Scorer:
             self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except Exception as exc:  # noqa: BLE001  a failed commit only means records are repeated
             log.warning("offset commit failed: %s", exc)
+
+
+def _partition_runs(msgs: list[Message]) -> dict[int, list[Message]]:
+    """The records of each partition, in offset order; errors are logged and dropped."""
+    if any(map(_ERROR, msgs)):
+        for msg in msgs:
+            err = msg.error()
+            if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error: %s", err.str())
+        msgs = [m for m in msgs if m.error() is None]
+    if not msgs:
+        return {}
+    parts = list(map(_PARTITION, msgs))
+    if parts.count(parts[0]) == len(parts):
+        return {parts[0]: msgs}
+    runs: dict[int, list[Message]] = {}
+    for p, msg in zip(parts, msgs, strict=True):
+        run = runs.get(p)
+        if run is None:
+            run = runs[p] = []
+        run.append(msg)
+    return runs
 
 
 def _describe(partitions: list[TopicPartition]) -> str:

@@ -58,24 +58,15 @@ def _put(out: np.ndarray, op: int, table: np.ndarray, ends: np.ndarray, i: int) 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _string(out: np.ndarray, op: int, src: np.ndarray, sp: int) -> tuple[int, int]:
-    """Copy the JSON string starting at src[sp] (a quote) through its closing quote; return
-    the new positions, src past the separator that follows."""
-    out[op] = src[sp]
+def _quoted(out: np.ndarray, op: int, src: np.ndarray, start: int, end: int) -> int:
+    """Write src[start:end] (JSON string content, already escaped) between quotes."""
+    out[op] = _QUOTE
     op += 1
-    sp += 1
-    while True:
-        c = src[sp]
-        out[op] = c
+    for c in range(start, end):
+        out[op] = src[c]
         op += 1
-        sp += 1
-        if c == _BACKSLASH:
-            out[op] = src[sp]
-            op += 1
-            sp += 1
-        elif c == _QUOTE:
-            break
-    return op, sp + 1
+    out[op] = _QUOTE
+    return op + 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -158,9 +149,11 @@ def _write(
     out: np.ndarray,
     const: np.ndarray,
     const_ends: np.ndarray,
-    ids: np.ndarray,
-    cards: np.ndarray,
-    times: np.ndarray,
+    arena: np.ndarray,
+    id_spans: np.ndarray,
+    card_spans: np.ndarray,
+    time_text: np.ndarray,
+    time_len: np.ndarray,
     prob_text: np.ndarray,
     probs: np.ndarray,
     threshold: float,
@@ -179,6 +172,8 @@ def _write(
 ) -> int:
     """Write every record of the batch into `out`; return the length written.
 
+    Each record's transaction and card id are `arena[start:end]` of its row in `id_spans` /
+    `card_spans` (escaped JSON string content), its event time `time_text[i, :time_len[i]]`.
     `names` holds the quoted names of the dense features, then of the one-hot keys; `onehot`
     (n x 2) the name index of each record's one-hot keys (-1: none), `sparse_contrib` their
     contributions. Reasons: the `top` largest positive contributions, dense before one-hot
@@ -186,23 +181,20 @@ def _write(
     """
     n, k = dense.shape
     n_shadow = shadow_ends.shape[0]
-    ip = 1  # past the '[' of each orjson array
-    cp = 1
-    tp = 1
-    pp = 1
+    pp = 1  # past the '[' of each orjson array
     sp = 1
     op = 0
     chosen = np.empty(top, dtype=np.int64)
     for i in range(n):
         op = _put(out, op, const, const_ends, _OPEN)
-        op, ip = _string(out, op, ids, ip)
+        op = _quoted(out, op, arena, id_spans[i, 0], id_spans[i, 1])
         op = _put(out, op, const, const_ends, _CARD)
-        op, cp = _string(out, op, cards, cp)
+        op = _quoted(out, op, arena, card_spans[i, 0], card_spans[i, 1])
         op = _put(out, op, const, const_ends, _SCORE)
         op, pp = _number(out, op, prob_text, pp)
         op = _put(out, op, const, const_ends, _TRUE if probs[i] >= threshold else _FALSE)
         op = _put(out, op, const, const_ends, _AFTER_FLAG)
-        op, tp = _string(out, op, times, tp)
+        op = _quoted(out, op, time_text[i], 0, time_len[i])
         op = _put(out, op, const, const_ends, _FEATURES)
         for j in range(k):
             if j > 0:
@@ -312,11 +304,43 @@ class ScoreWriter:
         sparse_weights: dict[str, float],
         challenger_scores: dict[str, np.ndarray] | None = None,
     ) -> list[bytes]:
-        """The batch's Score records as JSON, in input order. `dense` must have been through
-        `round_features`; `sparse` holds each record's one-hot keys, as names or as an (n, 2)
-        array of ONE_HOT ids (-1: none); `contrib` each dense feature's contribution to the
-        logit (None: no reasons)."""
+        """The batch's Score records as JSON, in input order, from Python values (`write_spans`
+        does the work). `dense` must have been through `round_features`; `sparse` holds each
+        record's one-hot keys, as names or as an (n, 2) array of ONE_HOT ids (-1: none);
+        `contrib` each dense feature's contribution to the logit (None: no reasons)."""
         n = len(transaction_ids)
+        if n == 0:
+            return []
+        strings = StringArena()
+        id_spans = strings.add_all(transaction_ids)
+        card_spans = strings.add_all(card_ids)
+        time_text, time_len = event_time_text(event_times)
+        return self.write_spans(
+            strings.array(), id_spans, card_spans, time_text, time_len, probs, threshold,
+            model_version, scored_at, dense, sparse, contrib, sparse_weights, challenger_scores,
+        )  # fmt: skip
+
+    def write_spans(
+        self,
+        arena: np.ndarray,
+        id_spans: np.ndarray,
+        card_spans: np.ndarray,
+        time_text: np.ndarray,
+        time_len: np.ndarray,
+        probs: np.ndarray,
+        threshold: float,
+        model_version: int,
+        scored_at: datetime,
+        dense: np.ndarray,
+        sparse: Sequence[tuple[str, ...]] | np.ndarray,
+        contrib: np.ndarray | None,
+        sparse_weights: dict[str, float],
+        challenger_scores: dict[str, np.ndarray] | None = None,
+    ) -> list[bytes]:
+        """As `write`, with the ids as (n, 2) [start, end) spans of escaped JSON string content
+        in the byte array `arena` (the scorer passes the consumed records' own bytes), and the
+        event times as canonical text rows (`event_time_text`)."""
+        n = len(probs)
         if n == 0:
             return []
         if isinstance(sparse, np.ndarray):
@@ -362,9 +386,6 @@ class ScoreWriter:
                 b"}\n",
             ]
         )
-        ids = orjson.dumps(list(transaction_ids))
-        cards = orjson.dumps(list(card_ids))
-        times = orjson.dumps(list(event_times), option=orjson.OPT_UTC_Z)
         prob_text = orjson.dumps(np.ascontiguousarray(probs, dtype=np.float64), option=_NUMPY)
         per_record = (
             len(const)
@@ -373,20 +394,64 @@ class ScoreWriter:
             + 2 * (int(name_ends[-1]) + 8)
             + top * (int(name_ends[-1]) + 60)
             + len(shadow) * 8
+            + 6  # the quotes of three strings
+        )
+        text = int(
+            (id_spans[:, 1] - id_spans[:, 0]).sum() + (card_spans[:, 1] - card_spans[:, 0]).sum()
         )
         capacity = (
-            len(ids) + len(cards) + len(times) + len(prob_text) + len(shadow_text)
+            text + int(time_len.sum()) + len(prob_text) + len(shadow_text)
             + len(shadow_names) * n + n * per_record
         )  # fmt: skip
         out = np.empty(capacity, dtype=np.uint8)
         end = _write(
-            out, const, const_ends, _array(ids), _array(cards), _array(times), _array(prob_text),
-            np.ascontiguousarray(probs, dtype=np.float64), float(threshold),
+            out, const, const_ends, arena, id_spans, card_spans, time_text, time_len,
+            _array(prob_text), np.ascontiguousarray(probs, dtype=np.float64), float(threshold),
             np.ascontiguousarray(dense), self._keys, self._key_ends, onehot, names, name_ends,
             np.ascontiguousarray(contrib, dtype=np.float64), sparse_contrib, top,
             _array(shadow_text), shadow_names, shadow_ends,
         )  # fmt: skip
         return out[:end].tobytes().split(b"\n")[:n]
+
+
+# Canonical event-time text: what orjson writes for the datetime (UTC as "Z"), unquoted.
+TIME_WIDTH = 32
+
+
+def event_time_text(times: Sequence[datetime]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, TIME_WIDTH) rows of each time's Score text and their lengths."""
+    text = np.zeros((len(times), TIME_WIDTH), dtype=np.uint8)
+    lengths = np.zeros(len(times), dtype=np.int64)
+    for i, at in enumerate(times):
+        raw = orjson.dumps(at, option=orjson.OPT_UTC_Z)[1:-1]
+        text[i, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+        lengths[i] = len(raw)
+    return text, lengths
+
+
+class StringArena:
+    """Python strings as escaped JSON string content in one byte array, by [start, end) span:
+    how the writer takes ids that did not come straight from a consumed record."""
+
+    def __init__(self, base: bytes = b"") -> None:
+        self._pieces: list[bytes] = [base] if base else []
+        self._size = len(base)
+
+    def add(self, value: str) -> tuple[int, int]:
+        raw = orjson.dumps(value)
+        start = self._size + 1
+        self._pieces.append(raw)
+        self._size += len(raw)
+        return start, self._size - 1
+
+    def add_all(self, values: Sequence[str]) -> np.ndarray:
+        spans = np.empty((len(values), 2), dtype=np.int64)
+        for i, value in enumerate(values):
+            spans[i] = self.add(value)
+        return spans
+
+    def array(self) -> np.ndarray:
+        return np.frombuffer(b"".join(self._pieces), dtype=np.uint8)
 
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY

@@ -213,7 +213,7 @@ def test_compiled_kernel_matches_the_numpy_rounds() -> None:
         assert np.allclose(a.dense, b.dense, rtol=1e-12, atol=1e-12)
         assert a.sparse == b.sparse
     assert fast.store.evicted == reference.store.evicted > 0
-    n = fast.store._next
+    n = fast.store.rows
     assert np.allclose(fast.store.numeric[:n], reference.store.numeric[:n], rtol=1e-12)
     assert (fast.store.keys[:n] == reference.store.keys[:n]).all()
 
