@@ -212,7 +212,7 @@ def _days_in_month(y: int, m: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _timestamp(buf: np.ndarray, a: int, b: int, text: np.ndarray) -> tuple[float, int]:
+def _timestamp(buf: np.ndarray, a: int, b: int, text: np.ndarray, row: int) -> tuple[float, int]:
     """(epoch seconds, length of the canonical text written to `text`) for the timestamp
     content buf[a:b], or (0.0, -1) outside the subset."""
     n = b - a
@@ -281,22 +281,22 @@ def _timestamp(buf: np.ndarray, a: int, b: int, text: np.ndarray) -> tuple[float
     # The text orjson writes: as given to the second, 6 fraction digits unless zero, and
     # "Z" for a zero offset (msgspec reads "+00:00" and "-00:00" as UTC).
     for j in range(19):
-        text[j] = buf[a + j]
+        text[row, j] = buf[a + j]
     t = 19
     if micro != 0:
-        text[t] = _DOT
+        text[row, t] = _DOT
         v = micro
         for j in range(6, 0, -1):
-            text[t + j] = _ZERO + v % 10
+            text[row, t + j] = _ZERO + v % 10
             v //= 10
         t += 7
     if offset == 0:
-        text[t] = 90
+        text[row, t] = 90
         t += 1
     else:
-        text[t] = zone
+        text[row, t] = zone
         for j in range(1, 6):
-            text[t + j] = buf[q + j]
+            text[row, t + j] = buf[q + j]
         t += 6
     return epoch, t
 
@@ -308,11 +308,12 @@ def _record(
     e: int,
     spans: np.ndarray,
     text: np.ndarray,
+    row: int,
 ) -> tuple[bool, float, float, int]:
     """Parse buf[s:e] into spans (N_STRINGS, 2) and text; (ok, amount, ts, text length)."""
     for f in range(N_STRINGS):
-        spans[f, 0] = -1
-        spans[f, 1] = -1
+        spans[row, f, 0] = -1
+        spans[row, f, 1] = -1
     amount = 0.0
     ts = 0.0
     tlen = 0
@@ -346,15 +347,15 @@ def _record(
             if q < 0:
                 return False, amount, ts, tlen
             if f == _TIMESTAMP:
-                ts, tlen = _timestamp(buf, p + 1, q, text)
+                ts, tlen = _timestamp(buf, p + 1, q, text, row)
                 if tlen < 0:
                     return False, amount, ts, tlen
             else:
                 n = q - p - 1
                 if n > MAX_STR or (n == 0 and (_OPTIONAL_STRINGS >> f) & 1 == 0):
                     return False, amount, ts, tlen
-                spans[f, 0] = p + 1
-                spans[f, 1] = q
+                spans[row, f, 0] = p + 1
+                spans[row, f, 1] = q
             p = q + 1
         elif (
             (_OPTIONAL_STRINGS >> f) & 1 != 0
@@ -403,7 +404,7 @@ def parse_into(
         end = ends[i]
         good = False
         if 0 <= start < end <= size and end - start <= max_record_bytes:
-            good, value, epoch, tlen = _record(buf, start, end, spans[i], time_text[i])
+            good, value, epoch, tlen = _record(buf, start, end, spans, time_text, i)
             amount[i] = value
             ts[i] = epoch
             time_len[i] = tlen
