@@ -184,7 +184,8 @@ def _write(
     pp = 1  # past the '[' of each orjson array
     sp = 1
     op = 0
-    chosen = np.empty(top, dtype=np.int64)
+    chosen = np.empty(max(top, 1), dtype=np.int64)
+    chosen_v = np.empty(max(top, 1), dtype=np.float64)
     for i in range(n):
         op = _put(out, op, const, const_ends, _OPEN)
         op = _quoted(out, op, arena, id_spans[i, 0], id_spans[i, 1])
@@ -211,25 +212,27 @@ def _write(
                     out[op] = c
                     op += 1
         op = _put(out, op, const, const_ends, _REASONS)
+        # One pass keeps the `top` largest positive contributions, largest first; an equal
+        # value does not pass an earlier feature (strict >), so dense stay before one-hot.
         written = 0
-        for r in range(top):
-            best = -1
-            best_v = 0.0
+        if top > 0:
             for j in range(k + onehot.shape[1]):
                 v = contrib[i, j] if j < k else sparse_contrib[i, j - k]
-                if not v > best_v:  # also skips NaN (no key)
+                if not v > 0.0:  # also skips NaN (no key)
                     continue
-                taken = False
-                for q in range(written):
-                    if chosen[q] == j:
-                        taken = True
-                if not taken:
-                    best = j
-                    best_v = v
-            if best < 0:
-                break
-            chosen[written] = best
-            written += 1
+                if written == top and not v > chosen_v[top - 1]:
+                    continue
+                pos = written if written < top else top - 1
+                while pos > 0 and v > chosen_v[pos - 1]:
+                    chosen[pos] = chosen[pos - 1]
+                    chosen_v[pos] = chosen_v[pos - 1]
+                    pos -= 1
+                chosen[pos] = j
+                chosen_v[pos] = v
+                if written < top:
+                    written += 1
+        for r in range(written):
+            best = chosen[r]
             if r > 0:
                 out[op] = _COMMA
                 op += 1
@@ -237,7 +240,7 @@ def _write(
             name = best if best < k else k + onehot[i, best - k]
             op = _put(out, op, names, name_ends, name)
             op = _put(out, op, const, const_ends, _REASON_VALUE)
-            op = _fixed(out, op, min(best_v, FIXED_LIMIT))
+            op = _fixed(out, op, min(chosen_v[r], FIXED_LIMIT))
             out[op] = 125  # }
             op += 1
         op = _put(out, op, const, const_ends, _CLOSE_REASONS)
