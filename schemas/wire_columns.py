@@ -31,10 +31,13 @@ near-valid and hostile records.
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numba.core.errors import NumbaPerformanceWarning
 
 from schemas.models import MAX_AMOUNT, MAX_STR
 
@@ -382,7 +385,18 @@ def _record(
     return True, amount, ts, tlen
 
 
-@numba.njit(cache=True, nogil=True)
+# parallel=True with no prange: no thread is started, but Numba's parallel pipeline compiles
+# this loop about twice as fast (0.95 -> 0.46 µs per record here, same columns; cause not
+# found). Numba warns that nothing was parallelised, which is the point.
+PARALLEL_PIPELINE_WARNING = r"\s*The keyword argument 'parallel=True' was specified but no"
+warnings.filterwarnings("ignore", PARALLEL_PIPELINE_WARNING, NumbaPerformanceWarning)
+# Loading the cached kernel starts Numba's thread pool (idle: nothing runs in parallel). The
+# plain-pthreads pool, not GNU OpenMP's, which is not safe across fork().
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
 def parse_into(
     buf: np.ndarray,
     ends: np.ndarray,
