@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cards", type=_positive(int), default=1_000_000)
     bench.add_argument("--trainer-labels", type=_positive(int), default=100_000)
     bench.add_argument(
+        "--max-steal",
+        type=_fraction,
+        default=0.05,
+        help="repeat a throughput or scale-out round (up to 3x --rounds tries) when the "
+        "hypervisor stole more than this share of the CPU during it; 1 keeps every round",
+    )
+    bench.add_argument(
         "--only",
         nargs="+",
         choices=["throughput", "latency", "scaleout", "memory", "trainer", "freshness"],
@@ -369,6 +376,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         latency_s=args.latency_seconds,
         cards=args.cards,
         trainer_labels=args.trainer_labels,
+        max_steal=args.max_steal,
         **({"parts": tuple(args.only)} if args.only else {}),
     )
     broker = None

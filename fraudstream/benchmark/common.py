@@ -186,7 +186,13 @@ class OutputReader:
         consumer.subscribe([self.topic])
         try:
             while not self._stop.is_set():
-                msgs = consumer.consume(10000, 0.01)
+                # poll() returns as soon as a record is there; consume() would hold the ones
+                # already fetched until its batch filled or its timeout ran out, and that wait
+                # would count as the target's latency.
+                first = consumer.poll(0.05)
+                if first is None:
+                    continue
+                msgs = [first, *consumer.consume(10000, 0)]
                 now = time.time()
                 for m in msgs:
                     if m.error() is None:
