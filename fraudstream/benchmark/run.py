@@ -60,7 +60,8 @@ class BenchReport:
                 f"rounds {_list(t['passthrough'], t['kept'])}",
                 f"  scorer                {t['scorer_median']:>10,.0f} rec/s   "
                 f"rounds {_list(t['scorer'], t['kept'])}",
-                f"  scorer / ceiling      {t['ratio']:>10.0%}   {_kept(t)}",
+                f"  scorer / ceiling      {t['ratio']:>10.0%}   {_kept(t)}; all rounds "
+                f"{t['ratio_all_rounds']:.0%}",
                 f"  steal per round       {_steals(t['steal'])}",
             ]
         if "latency" in r:
