@@ -261,6 +261,10 @@ class Vocabulary:
     ids: dict[str | None, int] = field(default_factory=lambda: {None: -1})
     # The same ids by the value's byte hash (0: None), for the scorer's compiled decoding.
     by_hash: dict[int, int] = field(default_factory=lambda: {0: -1})
+    # `by_hash` as sorted arrays, rebuilt when it grows (it only grows).
+    _table_size: int = field(default=0, repr=False)
+    _table_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64), repr=False)
+    _table_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     def key(self, value: str) -> str:
         k = self.keys.get(value)
@@ -287,7 +291,16 @@ class Vocabulary:
         """As `key_ids`, for values known by their byte hash (`scorer.byte_hash`; 0: None):
         `value_of(i)` gives record i's value, asked only for a hash not met before."""
         by_hash = self.by_hash
-        ids = np.fromiter(map(by_hash.get, hashes.tolist(), repeat(_UNSEEN)), np.int64, len(hashes))
+        if self._table_size != len(by_hash):
+            known = np.fromiter(by_hash, np.uint64, len(by_hash))
+            order = np.argsort(known)
+            self._table_hashes = known[order]
+            self._table_ids = np.fromiter(by_hash.values(), np.int64, len(by_hash))[order]
+            self._table_size = len(by_hash)
+        # A sorted-array lookup for the batch (the vocabulary is small): no Python per record.
+        table = self._table_hashes
+        pos = np.minimum(np.searchsorted(table, hashes), len(table) - 1)
+        ids = np.where(table[pos] == hashes, self._table_ids[pos], _UNSEEN)
         for i in np.flatnonzero(ids == _UNSEEN).tolist():
             value = value_of(i)
             ids[i] = self.key_ids([value])[0]
