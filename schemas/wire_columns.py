@@ -385,7 +385,7 @@ def _record(
     return True, amount, ts, tlen
 
 
-# parallel=True with no prange: no thread is started, but Numba's parallel pipeline compiles
+# parallel=True with no prange: nothing runs in parallel, but Numba's parallel pipeline compiles
 # this loop about twice as fast (0.95 -> 0.46 µs per record here, same columns; cause not
 # found). Numba warns that nothing was parallelised, which is the point.
 PARALLEL_PIPELINE_WARNING = r"\s*The keyword argument 'parallel=True' was specified but no"

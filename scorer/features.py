@@ -262,9 +262,13 @@ class Vocabulary:
     # The same ids by the value's byte hash (0: None), for the scorer's compiled decoding.
     by_hash: dict[int, int] = field(default_factory=lambda: {0: -1})
     # `by_hash` as sorted arrays, rebuilt when it grows (it only grows).
-    _table_size: int = field(default=0, repr=False)
-    _table_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64), repr=False)
-    _table_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    _table_size: int = field(default=0, init=False, repr=False)
+    _table_hashes: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, np.uint64), init=False, repr=False
+    )
+    _table_ids: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, np.int64), init=False, repr=False
+    )
 
     def key(self, value: str) -> str:
         k = self.keys.get(value)
