@@ -6,8 +6,9 @@ honest:
 
 - features: transactions are built in small batches, as the scorer does; before a batch,
   the label of every transaction whose label time is strictly before the batch's first event
-  time is fed to `FeatureBuilder.observe_label` (merchant/category/country risk). A label is
-  never used before it arrives; at worst it is used one batch late.
+  time is fed to `FeatureBuilder.observe_label` (the label-fed state, `core.label_state`), in
+  arrival order, as the trainer feeds it. A label is never used before it arrives; at worst it
+  is used one batch late.
 - learners: each transaction is scored by every learner as it stands at the transaction's
   event time; a label is learned (on the features served with its transaction, as the
   trainer does) once the clock passes its arrival time. Scores are therefore always made
@@ -280,7 +281,7 @@ def build_features(stream: Stream, batch_size: int = FEATURE_BATCH) -> Features:
         first = stream.ts[lo]
         while fed < n and arrival_times[fed] < first:
             i = int(arrivals[fed])
-            builder.observe_label(txs[i], bool(stream.y[i]), float(arrival_times[fed]))
+            builder.observe_label(txs[i], bool(stream.y[i]))
             fed += 1
         batch = builder.build(txs[lo : lo + batch_size])
         dense.append(batch.dense)

@@ -38,6 +38,13 @@ class Transaction(BaseModel):
         return v
 
 
+class Reason(BaseModel):
+    """One feature that pushed a score up, with its signed contribution to the logit."""
+
+    feature: str
+    contribution: float
+
+
 class Score(BaseModel):
     """The scorer's verdict on one transaction, with the features the model saw."""
 
@@ -45,6 +52,11 @@ class Score(BaseModel):
 
     transaction_id: str
     card_id: str
+    # The transaction's merchant, category and country: what the label-fed state is keyed by
+    # when the trainer learns this Score's label (null where the transaction had none).
+    merchant_id: str | None = None
+    merchant_category: str | None = None
+    country: str | None = None
     score: float = Field(ge=0.0, le=1.0)
     flagged: bool
     threshold: float
@@ -52,6 +64,8 @@ class Score(BaseModel):
     event_time: datetime
     scored_at: datetime
     features: dict[str, float]
+    # The features that pushed the score up most, largest first (`scorer.reasons` of them).
+    reasons: list[Reason] = Field(default_factory=list)
     # Shadow scores (`scorer.shadow`): each challenger's probability of fraud for the same
     # features, by candidate name. Absent when shadow scoring is off or there are none.
     challenger_scores: dict[str, float] | None = None

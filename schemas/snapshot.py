@@ -151,6 +151,9 @@ class Snapshot(BaseModel):
     challengers: list[ChallengerSnapshot] = Field(default_factory=list)
     promotions: int = Field(0, ge=0)
     labels_since_promotion: int = Field(0, ge=0)
+    # What the model knows from labels beyond its weights (`core.label_state`): scorers serve
+    # it with the weights. Data, signed with the rest; None in snapshots without it.
+    label_state: dict[str, Any] | None = None
     sha256: str
     model_b64: str
     signature: str | None = None
@@ -274,6 +277,7 @@ def make_snapshot(
     challengers: list[ChallengerSnapshot] | None = None,
     promotions: int = 0,
     labels_since_promotion: int = 0,
+    label_state: dict[str, Any] | None = None,
 ) -> Snapshot:
     raw = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     snapshot = Snapshot(
@@ -294,6 +298,7 @@ def make_snapshot(
         challengers=challengers or [],
         promotions=promotions,
         labels_since_promotion=labels_since_promotion,
+        label_state=label_state,
         sha256=hashlib.sha256(raw).hexdigest(),
         model_b64=base64.b64encode(raw).decode("ascii"),
     )

@@ -89,7 +89,8 @@ class DecodedRecords:
         self.fallback = decoded
 
     def _fill(self, i: int, tx: FastTransaction, arena: StringArena) -> None:
-        # Hashes of the values' UTF-8 bytes, as the parser's rows have; ids as escaped text.
+        # Hashes of the values' UTF-8 bytes, as the parser's rows have; strings the Score
+        # carries as escaped text.
         hashes = hash_strings(
             [tx.card_id, tx.country, tx.merchant_id, tx.merchant_category, tx.channel]
         )
@@ -100,6 +101,10 @@ class DecodedRecords:
         self.spans[i] = -1
         self.spans[i, TX_ID] = arena.add(tx.transaction_id)
         self.spans[i, CARD] = arena.add(tx.card_id)
+        for field, value in ((MERCHANT, tx.merchant_id), (CATEGORY, tx.merchant_category),
+                             (COUNTRY, tx.country)):  # fmt: skip
+            if value is not None:
+                self.spans[i, field] = arena.add(value)
         text, length = event_time_text([tx.timestamp])
         self.time_text[i] = text[0]
         self.time_len[i] = length[0]
@@ -161,6 +166,5 @@ def build_features(builder: FeatureBuilder, records: DecodedRecords) -> FeatureB
     )
     return builder.build_columns(
         records.ts, records.amount, records.card_h, records.country_h, records.merchant_h,
-        onehot,
-        lambda: (records.strings(MERCHANT), records.strings(CATEGORY), records.strings(COUNTRY)),
+        records.category_h, onehot,
     )  # fmt: skip

@@ -155,8 +155,10 @@ class ScoreEncoder:
         sparse: Sequence[tuple[str, ...]],
         reasons: Sequence[bytes] | None = None,
         challenger_scores: dict[str, np.ndarray] | None = None,
+        entities: Sequence[Sequence[str | None]] | None = None,
     ) -> list[bytes]:
-        """The batch's Score records as JSON, in input order."""
+        """The batch's Score records as JSON, in input order. `entities`: the merchant ids,
+        categories and countries (three columns; None: all null)."""
         n = len(transaction_ids)
         if n == 0:
             return []
@@ -170,7 +172,13 @@ class ScoreEncoder:
         parts[1::stride] = _strings(transaction_ids)
         parts[2::stride] = [b'","card_id":"'] * n
         parts[3::stride] = _strings(card_ids)
-        parts[4::stride] = [b'","score":'] * n
+        columns = entities or ([None] * n, [None] * n, [None] * n)
+        dumps = orjson.dumps
+        parts[4::stride] = [
+            b'","merchant_id":' + dumps(m) + b',"merchant_category":' + dumps(c)
+            + b',"country":' + dumps(k) + b',"score":'
+            for m, c, k in zip(*columns, strict=True)
+        ]  # fmt: skip
         parts[5::stride] = _numbers(probs)
         parts[6::stride] = [b',"flagged":'] * n
         after_flag = (

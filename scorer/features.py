@@ -28,16 +28,17 @@ Dense features (always present, one matrix column each):
   2 at the opposite hour; 0 on first sight.
 - country_new: 1 if the country is none of the card's last few distinct countries.
 - merchant_new: 1 if the merchant is none of the card's last few distinct merchants.
-- merchant_risk: log of the merchant's smoothed fraud share among the labels that have
-  arrived so far (recent labels weigh more); the global share for a merchant without labels.
-- category_risk: the same, for the merchant category.
-- country_risk: the same, for the country.
+- merchant_risk_1d, merchant_risk_7d, merchant_risk_30d: log of the merchant's smoothed fraud
+  share among its labelled transactions of about the last 1, 7 and 30 days (exponentially
+  decayed in event time), counting only labels that have arrived; log of the global share for
+  a merchant without labels. Computed by `core.label_state`, which the trainer ships to the
+  scorers inside each snapshot.
+- category_risk, country_risk: the same over about 7 days, for the category and the country.
 Sparse one-hot features (present only when set): `merchant_category=<v>`, `channel=<v>`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +47,8 @@ from operator import attrgetter
 
 import numpy as np
 
+from core.label_state import FEATURES as LABEL_FEATURES
+from core.label_state import LabelState
 from schemas import Transaction
 from scorer.byte_hash import hash_strings
 from scorer.card_kernel import card_features
@@ -69,10 +72,10 @@ DENSE_FEATURES: tuple[str, ...] = (
     "hour_unusual",
     "country_new",
     "merchant_new",
-    "merchant_risk",
-    "category_risk",
-    "country_risk",
+    *LABEL_FEATURES,
 )
+# Columns of the label-fed features (after the per-card ones).
+LABEL_COLUMNS = slice(17, 17 + len(LABEL_FEATURES))
 FIRST_SEEN_GAP_S = 30 * 24 * 3600.0
 VELOCITY_TAU_S = 3600.0
 VELOCITY_DAY_TAU_S = 24 * 3600.0
@@ -100,79 +103,6 @@ _KEY_COUNTRY = 0
 _COUNTRIES = slice(1, 1 + RECENT_COUNTRIES)
 _MERCHANTS = slice(1 + RECENT_COUNTRIES, 1 + RECENT_COUNTRIES + RECENT_MERCHANTS)
 _KEYS = 1 + RECENT_COUNTRIES + RECENT_MERCHANTS
-
-
-class LabelRisk:
-    """Fraud share of the labels that have arrived, per value of one field, decayed in time.
-
-    Each value keeps [fraud, total, time of its last label], both counts decayed by
-    exp(-dt / tau_s) between its labels; its risk is log((fraud + s * p) / (total + s)), where
-    p is the global share (same decay, starting from `prior`) and s the smoothing strength in
-    labels. The risk is recomputed when a label for the value arrives, so scoring is one
-    lookup; a value without labels scores log(p). Bounded: past `max_keys` values the
-    oldest-inserted are forgotten.
-    """
-
-    def __init__(
-        self,
-        tau_s: float = 14 * 24 * 3600.0,
-        prior: float = 0.005,
-        strength: float = 20.0,
-        max_keys: int = 1_000_000,
-    ) -> None:
-        self.tau_s = tau_s
-        self.strength = strength
-        self.max_keys = max_keys
-        self.stats: dict[str, list[float]] = {}
-        self.risks: dict[str, float] = {}  # value -> risk, what scoring reads
-        # The global share starts as `prior`, worth 1000 labels.
-        self._global = [prior * 1000.0, 1000.0, -math.inf]
-        self.default = math.log(prior)
-
-    def __len__(self) -> int:
-        return len(self.stats)
-
-    def _update(self, s: list[float], is_fraud: bool, at: float) -> None:
-        if at > s[2]:
-            if s[2] > -math.inf:
-                d = math.exp((s[2] - at) / self.tau_s)
-                s[0] *= d
-                s[1] *= d
-            s[2] = at
-        s[0] += 1.0 if is_fraud else 0.0
-        s[1] += 1.0
-
-    def observe(self, value: str | None, is_fraud: bool, at: float) -> None:
-        g = self._global
-        self._update(g, is_fraud, at)
-        prior = g[0] / g[1]
-        self.default = math.log(prior)
-        if value is None:
-            return
-        s = self.stats.get(value)
-        if s is None:
-            s = self.stats[value] = [0.0, 0.0, at]
-            if len(self.stats) > self.max_keys:
-                oldest = next(iter(self.stats))
-                del self.stats[oldest]
-                self.risks.pop(oldest, None)
-        self._update(s, is_fraud, at)
-        a = self.strength
-        self.risks[value] = math.log((s[0] + a * prior) / (s[1] + a))
-
-    @property
-    def prior(self) -> float:
-        f, n, _ = self._global
-        return f / n
-
-
-@dataclass
-class RiskTables:
-    """Label-derived risk per merchant, category and country; may be shared by builders."""
-
-    merchant: LabelRisk = field(default_factory=LabelRisk)
-    category: LabelRisk = field(default_factory=LabelRisk)
-    country: LabelRisk = field(default_factory=LabelRisk)
 
 
 class OneHotKeys:
@@ -404,8 +334,9 @@ def _epoch(at: datetime | float) -> float:
 class FeatureBuilder:
     """Builds features for transactions, updating per-card state as it goes.
 
-    Labels feed the risk features through `observe_label`, at the time they arrive; without
-    labels those features stay at the prior (a constant the model learns nothing from).
+    The label-fed features come from `labels` (`core.label_state.LabelState`): `evaluate`
+    feeds it through `observe_label` as labels arrive; a scorer points every builder at the
+    state of the snapshot it serves. Without labels those features stay at the prior.
     """
 
     def __init__(
@@ -413,24 +344,22 @@ class FeatureBuilder:
         max_cards: int = 2_000_000,
         categories: Vocabulary | None = None,
         channels: Vocabulary | None = None,
-        risk: RiskTables | None = None,
+        labels: LabelState | None = None,
         jit: bool = True,
     ) -> None:
         self.store = CardStore(max_cards)
         # The compiled sequential kernel (scorer/card_kernel.py); False: the numpy reference.
         self.jit = jit
-        # Vocabularies and risk tables may be shared by the builders of several partitions.
+        # Vocabularies and label state may be shared by the builders of several partitions.
         self.categories = categories or Vocabulary("merchant_category")
         self.channels = channels or Vocabulary("channel")
-        self.risk = risk or RiskTables()
+        self.labels = labels if labels is not None else LabelState()
 
-    def observe_label(self, tx: Transaction, is_fraud: bool, at: datetime | float) -> None:
-        """Learn from a label that arrived at `at` for transaction `tx` (risk features)."""
-        t = _epoch(at)
-        risk = self.risk
-        risk.merchant.observe(tx.merchant_id, is_fraud, t)
-        risk.category.observe(tx.merchant_category, is_fraud, t)
-        risk.country.observe(tx.country, is_fraud, t)
+    def observe_label(self, tx: Transaction, is_fraud: bool) -> None:
+        """Feed the label of `tx`, which has just arrived, to the label-fed state."""
+        self.labels.observe(
+            tx.merchant_id, tx.merchant_category, tx.country, is_fraud, tx.timestamp.timestamp()
+        )
 
     def build(self, transactions: Iterable[Transaction]) -> FeatureBatch:
         """Features of transactions (validated objects), in order."""
@@ -451,7 +380,7 @@ class FeatureBuilder:
         onehot[:, 1] = self.channels.key_ids(channels)
         return self.build_columns(
             ts, amount, hash_strings(list(map(_CARD, txs))), hash_strings(countries),
-            hash_strings(merchants), onehot, lambda: (merchants, categories, countries),
+            hash_strings(merchants), hash_strings(categories), onehot,
         )  # fmt: skip
 
     def build_columns(
@@ -461,13 +390,12 @@ class FeatureBuilder:
         card_hashes: np.ndarray,
         country_hashes: np.ndarray,
         merchant_hashes: np.ndarray,
+        category_hashes: np.ndarray,
         onehot: np.ndarray,
-        risk_values: Callable[[], tuple[list[str | None], list[str], list[str | None]]],
     ) -> FeatureBatch:
         """Features of records given as columns: event times (epoch s), amounts, the 64-bit
-        byte hashes (`scorer.byte_hash`, 0: none) of card id, country and merchant, and the
-        `ONE_HOT` ids of category and channel. `risk_values` gives the merchant, category and
-        country strings, asked for only once a label has made some value's risk differ."""
+        byte hashes (`scorer.byte_hash`, 0: none) of card id, country, merchant and category,
+        and the `ONE_HOT` ids of category and channel."""
         # Python touches each record only to read its fields, find its card's slot and look up
         # its one-hot keys and risks; the per-card arithmetic runs on arrays, in rounds: round
         # r holds each card's r-th record of the batch, so a card's records still see each
@@ -510,15 +438,8 @@ class FeatureBuilder:
                 )  # fmt: skip
         store.trim()
 
-        risk = self.risk
-        tables = (risk.merchant, risk.category, risk.country)
-        values = risk_values() if any(t.risks for t in tables) else ([], [], [])
-        for col, table, column in zip((17, 18, 19), tables, values, strict=True):
-            if table.risks:
-                get, default = table.risks.get, table.default
-                out[:, col] = np.fromiter(map(get, column, repeat(default)), np.float64, n)
-            else:  # until a label arrives every value is at the prior
-                out[:, col] = table.default
+        block = out[:, LABEL_COLUMNS]
+        self.labels.columns(merchant_hashes, category_hashes, country_hashes, ts, block)
         return FeatureBatch(out, ts=ts, onehot=onehot)
 
     def _round(

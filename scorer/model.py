@@ -24,6 +24,10 @@ _DENSE = frozenset(DENSE_FEATURES)
 # A variance at or below this is a constant feature plus rounding noise (e.g. one -7e-17 among
 # zeros gives 3e-34): scaled to 0, as at variance 0, not to a z-score of 1e16.
 VAR_FLOOR = 1e-12
+# Standardised values are clipped to +-Z_CLIP: one feature's contribution to the logit is at
+# most Z_CLIP times its weight, whatever the value (a huge amount, or a feature whose running
+# variance is still near zero early in a stream).
+Z_CLIP = 5.0
 
 
 class DenseScaler(preprocessing.StandardScaler):
@@ -33,7 +37,8 @@ class DenseScaler(preprocessing.StandardScaler):
     stays 0 and it scales the key to 0, so the one-hots never reached the model. Here they
     reach it as 1.0, and their weight alone is their contribution. A dense feature missing
     from a dict (a Score from an older scorer) is skipped, as StandardScaler skips it; one
-    whose variance is at most VAR_FLOOR scales to 0.
+    whose variance is at most VAR_FLOOR scales to 0. Standardised values are clipped to
+    +-Z_CLIP.
     """
 
     def __init__(self) -> None:
@@ -63,7 +68,8 @@ class DenseScaler(preprocessing.StandardScaler):
             if k not in _DENSE:
                 out[k] = v
             elif (var := vars_.get(k, 0.0)) > VAR_FLOOR:
-                out[k] = (v - means[k]) / var**0.5
+                z = (v - means[k]) / var**0.5
+                out[k] = Z_CLIP if z > Z_CLIP else -Z_CLIP if z < -Z_CLIP else z
             else:
                 out[k] = 0.0
         return out
@@ -159,6 +165,8 @@ class CompiledModel:
     intercept: float
     # Contribution of each one-hot key when present: its weight (the key passes unscaled).
     sparse: dict[str, float]
+    # Bound on standardised values (Z_CLIP; none for a legacy scaler, which does not clip).
+    clip: float = Z_CLIP
     # onehot_weights() by the number of ONE_HOT keys it covers.
     _onehot_weights: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
@@ -187,7 +195,8 @@ class CompiledModel:
             elif var := vars_.get(name, 0.0):
                 # Legacy: the plain scaler's view of a key present at 1.0 (0 at variance 0).
                 sparse[name] = w * (1.0 - means.get(name, 0.0)) / math.sqrt(var)
-        return cls(version, mean, inv_std, weight, float(logreg.intercept), sparse)
+        clip = math.inf if legacy else Z_CLIP
+        return cls(version, mean, inv_std, weight, float(logreg.intercept), sparse, clip)
 
     def onehot_weights(self) -> np.ndarray:
         """The weight of every `ONE_HOT` key by id, then a 0.0 that id -1 (none) picks."""
@@ -200,8 +209,13 @@ class CompiledModel:
             self._onehot_weights[len(names)] = cached
         return cached
 
+    def scaled(self, dense: np.ndarray) -> np.ndarray:
+        """The dense features as the scaler gives them to the weights (clipped z-scores)."""
+        z = (dense - self.mean) * self.inv_std
+        return np.clip(z, -self.clip, self.clip, out=z)
+
     def logits(self, batch: FeatureBatch) -> np.ndarray:
-        z = ((batch.dense - self.mean) * self.inv_std) @ self.weight + self.intercept
+        z = self.scaled(batch.dense) @ self.weight + self.intercept
         sparse = self.sparse
         if sparse:
             if batch.onehot is not None:
@@ -219,12 +233,12 @@ class CompiledModel:
 
     def reasons(self, batch: FeatureBatch, top: int = 3) -> list[list[tuple[str, float]]]:
         """Per record, the `top` features that pushed its logit up most, with their signed
-        contributions: w * (x - mean) / std for a dense feature, w for a one-hot key present
-        (all of them and the intercept sum to the logit)."""
+        contributions: w * clip((x - mean) / std) for a dense feature, w for a one-hot key
+        present (all of them and the intercept sum to the logit)."""
         n = len(batch)
         if n == 0:
             return []
-        contrib = ((batch.dense - self.mean) * self.inv_std) * self.weight
+        contrib = self.scaled(batch.dense) * self.weight
         k = min(top, contrib.shape[1])
         idx = np.argpartition(-contrib, k - 1, axis=1)[:, :k]
         values = np.take_along_axis(contrib, idx, axis=1)

@@ -19,6 +19,7 @@ from operator import attrgetter, length_hint
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from core.label_state import LabelState
 from infra.config import Settings
 from infra.dlq import send_to_dlq
 from infra.gc_tuning import quiet_gc
@@ -27,12 +28,13 @@ from infra.metrics import Metrics
 from infra.model_updates import ModelWatcher
 from schemas import DecodeError
 from schemas.snapshot import Snapshot
-from schemas.wire_columns import CARD, TX_ID
+from schemas.wire_columns import CARD, CATEGORY, COUNTRY, MERCHANT, TX_ID
 from schemas.wire_columns import warm_up as warm_up_parser
 from scorer.card_kernel import warm_up
 from scorer.decoded import DecodedRecords, build_features
 from scorer.encode import ScoreEncoder
 from scorer.features import FeatureBatch, FeatureBuilder, Vocabulary
+from scorer.label_state import empty_label_state, label_state_of
 from scorer.model import CompiledModel, build_pipeline
 from scorer.offsets import Batch, OffsetTracker
 from scorer.score_writer import ScoreWriter, round_features
@@ -44,6 +46,11 @@ DLQ_LOG_EVERY_S = 10.0
 _TRANSACTION_ID = attrgetter("transaction_id")
 _CARD_ID = attrgetter("card_id")
 _TIMESTAMP = attrgetter("timestamp")
+_MERCHANT_ID = attrgetter("merchant_id")
+_CATEGORY = attrgetter("merchant_category")
+_COUNTRY = attrgetter("country")
+# The fields a Score carries for the trainer's label-fed state, in the writer's order.
+_ENTITY_FIELDS = [MERCHANT, CATEGORY, COUNTRY]
 _ERROR = Message.error
 _drain = partial(deque, maxlen=0)  # runs an iterator to its end at C speed
 _PARTITION = Message.partition
@@ -59,6 +66,8 @@ class ServingModel:
     trained_at: float = field(default_factory=time.time)
     # Challengers shadow-scoring every batch (`scorer.shadow`), if the snapshot carries any.
     shadow: ShadowModels | None = None
+    # The label-fed state learned with the weights (the label-fed features read it).
+    labels: LabelState = field(default_factory=LabelState)
 
 
 @dataclass
@@ -88,7 +97,10 @@ class Scorer:
         self.metrics = metrics
         self.cfg = settings.scorer
         self.topics = settings.topics
-        self.serving = ServingModel(CompiledModel.from_pipeline(build_pipeline(settings.model), 0))
+        self.serving = ServingModel(
+            CompiledModel.from_pipeline(build_pipeline(settings.model), 0),
+            labels=empty_label_state(settings.model),
+        )
         self.builders: dict[int, FeatureBuilder] = {}
         self.categories = Vocabulary("merchant_category")
         self.channels = Vocabulary("channel")
@@ -118,8 +130,10 @@ class Scorer:
     def _load_snapshot(self, snapshot: Snapshot) -> None:
         compiled = CompiledModel.from_pipeline(snapshot.load_model(), snapshot.version)
         shadow = ShadowModels.from_snapshot(snapshot) if self.cfg.shadow else None
+        labels = label_state_of(snapshot, self.settings.model)
+        # One swap: weights and label state change together.
         self.serving = ServingModel(
-            compiled, trained_at=snapshot.created_at.timestamp(), shadow=shadow
+            compiled, trained_at=snapshot.created_at.timestamp(), shadow=shadow, labels=labels
         )
         self.metrics.model_version.set(snapshot.version)
         if snapshot.last_label_at is not None and snapshot.origin == "trainer":
@@ -238,6 +252,7 @@ class Scorer:
                 builder = self.builders.setdefault(
                     partition, FeatureBuilder(self.cfg.max_cards, self.categories, self.channels)
                 )
+            builder.labels = serving.labels
             batch = build_features(builder, records)
             # Features rounded to the 6 decimals the Score carries, so scored == logged; a
             # batch with a value that cannot be written so goes the slower shortest-form way.
@@ -277,7 +292,7 @@ class Scorer:
         now = datetime.now(UTC)
         contrib = None
         if self.cfg.reasons:
-            contrib = ((batch.dense - compiled.mean) * compiled.inv_std) * compiled.weight
+            contrib = compiled.scaled(batch.dense) * compiled.weight
         shadow = None
         if serving.shadow is not None:
             # A diverged challenger (non-finite scores) is left out: JSON has no NaN.
@@ -292,7 +307,7 @@ class Scorer:
             values = self.writer.write_spans(
                 records.arena, spans[:, TX_ID, :], spans[:, CARD, :], records.time_text,
                 records.time_len, probs, threshold, version, now, batch.dense, onehot,
-                contrib, compiled.sparse, shadow,
+                contrib, compiled.sparse, shadow, spans[:, _ENTITY_FIELDS, :],
             )  # fmt: skip
         else:  # rare (a feature too large for 6 fixed decimals): the reference encoder
             txs = records.transactions()
@@ -305,6 +320,7 @@ class Scorer:
                 list(map(_TRANSACTION_ID, txs)), list(map(_CARD_ID, txs)),
                 list(map(_TIMESTAMP, txs)), probs, threshold, version, now, batch.dense,
                 batch.sparse, reasons, shadow,
+                (list(map(_MERCHANT_ID, txs)), list(map(_CATEGORY, txs)), list(map(_COUNTRY, txs))),
             )  # fmt: skip
         return ScoredRun(
             keys=records.keys(),

@@ -31,6 +31,7 @@ _COMMA, _QUOTE, _BACKSLASH, _NEWLINE = 44, 34, 92, 10
 # Constant pieces, in this order (indexes into the constant table).
 _OPEN, _CARD, _SCORE, _TRUE, _FALSE, _AFTER_FLAG, _FEATURES, _REASONS = range(8)
 _REASON_OPEN, _REASON_VALUE, _SHADOW, _CLOSE_REASONS, _END = range(8, 13)
+_MERCHANT, _CATEGORY, _COUNTRY, _NULL = range(13, 17)
 
 
 def round_features(dense: np.ndarray) -> bool:
@@ -67,6 +68,21 @@ def _quoted(out: np.ndarray, op: int, src: np.ndarray, start: int, end: int) -> 
         op += 1
     out[op] = _QUOTE
     return op + 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _nullable(
+    out: np.ndarray,
+    op: int,
+    src: np.ndarray,
+    span: np.ndarray,
+    const: np.ndarray,
+    const_ends: np.ndarray,
+) -> int:
+    """A quoted string src[start:end], or null where the span is unset (start < 0)."""
+    if span[0] < 0:
+        return _put(out, op, const, const_ends, _NULL)
+    return _quoted(out, op, src, span[0], span[1])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -152,6 +168,7 @@ def _write(
     arena: np.ndarray,
     id_spans: np.ndarray,
     card_spans: np.ndarray,
+    entity_spans: np.ndarray,
     time_text: np.ndarray,
     time_len: np.ndarray,
     prob_text: np.ndarray,
@@ -173,7 +190,9 @@ def _write(
     """Write every record of the batch into `out`; return the length written.
 
     Each record's transaction and card id are `arena[start:end]` of its row in `id_spans` /
-    `card_spans` (escaped JSON string content), its event time `time_text[i, :time_len[i]]`.
+    `card_spans` (escaped JSON string content), its merchant id, category and country the
+    same by `entity_spans[i, 0..2]` (start < 0: null), its event time
+    `time_text[i, :time_len[i]]`.
     `names` holds the quoted names of the dense features, then of the one-hot keys; `onehot`
     (n x 2) the name index of each record's one-hot keys (-1: none), `sparse_contrib` their
     contributions. Reasons: the `top` largest positive contributions, dense before one-hot
@@ -191,6 +210,12 @@ def _write(
         op = _quoted(out, op, arena, id_spans[i, 0], id_spans[i, 1])
         op = _put(out, op, const, const_ends, _CARD)
         op = _quoted(out, op, arena, card_spans[i, 0], card_spans[i, 1])
+        op = _put(out, op, const, const_ends, _MERCHANT)
+        op = _nullable(out, op, arena, entity_spans[i, 0], const, const_ends)
+        op = _put(out, op, const, const_ends, _CATEGORY)
+        op = _nullable(out, op, arena, entity_spans[i, 1], const, const_ends)
+        op = _put(out, op, const, const_ends, _COUNTRY)
+        op = _nullable(out, op, arena, entity_spans[i, 2], const, const_ends)
         op = _put(out, op, const, const_ends, _SCORE)
         op, pp = _number(out, op, prob_text, pp)
         op = _put(out, op, const, const_ends, _TRUE if probs[i] >= threshold else _FALSE)
@@ -306,9 +331,11 @@ class ScoreWriter:
         contrib: np.ndarray | None,
         sparse_weights: dict[str, float],
         challenger_scores: dict[str, np.ndarray] | None = None,
+        entities: Sequence[Sequence[str | None]] | None = None,
     ) -> list[bytes]:
         """The batch's Score records as JSON, in input order, from Python values (`write_spans`
-        does the work). `dense` must have been through `round_features`; `sparse` holds each
+        does the work). `entities`: the merchant ids, categories and countries (three columns;
+        None: all null). `dense` must have been through `round_features`; `sparse` holds each
         record's one-hot keys, as names or as an (n, 2) array of ONE_HOT ids (-1: none);
         `contrib` each dense feature's contribution to the logit (None: no reasons)."""
         n = len(transaction_ids)
@@ -317,10 +344,16 @@ class ScoreWriter:
         strings = StringArena()
         id_spans = strings.add_all(transaction_ids)
         card_spans = strings.add_all(card_ids)
+        entity_spans = np.full((n, 3, 2), -1, dtype=np.int64)
+        for c, column in enumerate(entities or ()):
+            for i, value in enumerate(column):
+                if value is not None:
+                    entity_spans[i, c] = strings.add(value)
         time_text, time_len = event_time_text(event_times)
         return self.write_spans(
             strings.array(), id_spans, card_spans, time_text, time_len, probs, threshold,
             model_version, scored_at, dense, sparse, contrib, sparse_weights, challenger_scores,
+            entity_spans,
         )  # fmt: skip
 
     def write_spans(
@@ -339,13 +372,18 @@ class ScoreWriter:
         contrib: np.ndarray | None,
         sparse_weights: dict[str, float],
         challenger_scores: dict[str, np.ndarray] | None = None,
+        entity_spans: np.ndarray | None = None,
     ) -> list[bytes]:
         """As `write`, with the ids as (n, 2) [start, end) spans of escaped JSON string content
-        in the byte array `arena` (the scorer passes the consumed records' own bytes), and the
-        event times as canonical text rows (`event_time_text`)."""
+        in the byte array `arena` (the scorer passes the consumed records' own bytes), the
+        merchant id, category and country as (n, 3, 2) spans (start < 0, or None: null), and
+        the event times as canonical text rows (`event_time_text`)."""
         n = len(probs)
         if n == 0:
             return []
+        if entity_spans is None:
+            entity_spans = np.full((n, 3, 2), -1, dtype=np.int64)
+        entity_spans = np.ascontiguousarray(entity_spans, dtype=np.int64)
         if isinstance(sparse, np.ndarray):
             onehot = np.ascontiguousarray(sparse, dtype=np.int64)
         else:
@@ -387,6 +425,10 @@ class ScoreWriter:
                 b',"challenger_scores":{',
                 b"]",
                 b"}\n",
+                b',"merchant_id":',
+                b',"merchant_category":',
+                b',"country":',
+                b"null",
             ]
         )
         prob_text = orjson.dumps(np.ascontiguousarray(probs, dtype=np.float64), option=_NUMPY)
@@ -397,10 +439,13 @@ class ScoreWriter:
             + 2 * (int(name_ends[-1]) + 8)
             + top * (int(name_ends[-1]) + 60)
             + len(shadow) * 8
-            + 6  # the quotes of three strings
+            + 12  # the quotes of five strings, or a null
         )
+        entity_len = entity_spans[:, :, 1] - entity_spans[:, :, 0]
         text = int(
-            (id_spans[:, 1] - id_spans[:, 0]).sum() + (card_spans[:, 1] - card_spans[:, 0]).sum()
+            (id_spans[:, 1] - id_spans[:, 0]).sum()
+            + (card_spans[:, 1] - card_spans[:, 0]).sum()
+            + entity_len[entity_spans[:, :, 0] >= 0].sum()
         )
         capacity = (
             text + int(time_len.sum()) + len(prob_text) + len(shadow_text)
@@ -408,7 +453,7 @@ class ScoreWriter:
         )  # fmt: skip
         out = np.empty(capacity, dtype=np.uint8)
         end = _write(
-            out, const, const_ends, arena, id_spans, card_spans, time_text, time_len,
+            out, const, const_ends, arena, id_spans, card_spans, entity_spans, time_text, time_len,
             _array(prob_text), np.ascontiguousarray(probs, dtype=np.float64), float(threshold),
             np.ascontiguousarray(dense), self._keys, self._key_ends, onehot, names, name_ends,
             np.ascontiguousarray(contrib, dtype=np.float64), sparse_contrib, top,

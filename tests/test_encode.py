@@ -30,7 +30,9 @@ def reference(
     sparse: list[tuple[str, ...]],
     reasons: list[list[tuple[str, float]]] | None,
     shadow: dict[str, np.ndarray] | None = None,
+    entities: tuple[list[str | None], list[str | None], list[str | None]] | None = None,
 ) -> list[dict[str, object]]:
+    merchants, categories, countries = entities or ([None] * len(tids),) * 3
     out = []
     for i, row in enumerate(dense.tolist()):
         features = dict(zip(DENSE_FEATURES, row, strict=True))
@@ -39,6 +41,9 @@ def reference(
         record: dict[str, object] = {
             "transaction_id": tids[i],
             "card_id": cards[i],
+            "merchant_id": merchants[i],
+            "merchant_category": categories[i],
+            "country": countries[i],
             "score": float(probs[i]),
             "flagged": bool(probs[i] >= threshold),
             "threshold": threshold,
@@ -87,16 +92,21 @@ def test_matches_dict_encoding_with_hostile_strings_and_reasons() -> None:
     probs = compiled.predict_proba(batch)
     now = datetime.now(UTC)
     enc = ScoreEncoder(reasons=3)
-    contrib = ((dense - compiled.mean) * compiled.inv_std) * compiled.weight
+    contrib = compiled.scaled(dense) * compiled.weight
     reasons = enc.reason_columns(contrib, sparse, compiled.sparse)
     shadow = {"fast": probs / 2, 'we"ird': probs / 3}
+    entities = (
+        [None if i % 4 == 0 else HOSTILE[i % len(HOSTILE)] + "m" for i in range(n)],
+        ["food" if i % 3 else None for i in range(n)],
+        [HOSTILE[(i * 5) % len(HOSTILE)] if i % 2 else None for i in range(n)],
+    )
     for with_shadow in (None, shadow):
         got = enc.encode(
-            tids, cards, times, probs, 0.5, 7, now, dense, sparse, reasons, with_shadow
+            tids, cards, times, probs, 0.5, 7, now, dense, sparse, reasons, with_shadow, entities
         )
         want = reference(
             tids, cards, times, probs, 0.5, 7, now, dense, sparse,
-            compiled.reasons(batch, 3), with_shadow,
+            compiled.reasons(batch, 3), with_shadow, entities,
         )  # fmt: skip
         assert len(got) == n
         for raw, expected in zip(got, want, strict=True):

@@ -3,6 +3,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+from core.label_state import FEATURES as LABEL_FEATURES
+from core.label_state import LabelState
 from schemas import Transaction
 from scorer.features import (
     DENSE_FEATURES,
@@ -135,36 +137,37 @@ def test_bursts_raise_velocity_and_shorten_the_gap() -> None:
 def test_risk_features_use_only_labels_already_observed() -> None:
     builder = FeatureBuilder()
     prior = builder.build([tx(0, merchant_id="bad", country="FR")]).row_dict(0)
-    assert prior["merchant_risk"] == prior["category_risk"] == prior["country_risk"]
-    assert prior["merchant_risk"] == math.log(builder.risk.merchant.prior)
+    log_prior = math.log(builder.labels.prior)
+    for name in LABEL_FEATURES:
+        assert prior[name] == log_prior
     victims = [tx(i, card=f"v{i}", merchant_id="bad", country="FR") for i in range(1, 11)]
     builder.build(victims)
     # Nothing learned before the labels arrive.
     before = builder.build([tx(50, card="z", merchant_id="bad")]).row_dict(0)
-    assert before["merchant_risk"] == prior["merchant_risk"]
+    assert before["merchant_risk_7d"] == prior["merchant_risk_7d"]
     for v in victims:
-        builder.observe_label(v, True, T0 + timedelta(hours=1))
+        builder.observe_label(v, True)
     for i in range(30):
-        builder.observe_label(tx(100 + i, merchant_id="good"), False, T0 + timedelta(hours=1))
+        builder.observe_label(tx(100 + i, merchant_id="good"), False)
     after = builder.build(
         [tx(60, card="y", merchant_id="bad"), tx(61, card="w", merchant_id="good")]
     ).dicts()
-    assert after[0]["merchant_risk"] > math.log(0.2)
-    assert after[1]["merchant_risk"] < math.log(builder.risk.merchant.prior)
-    assert after[0]["merchant_risk"] > after[1]["merchant_risk"]
+    for window in ("1d", "7d", "30d"):
+        name = f"merchant_risk_{window}"
+        assert after[0][name] > math.log(0.5)
+        assert after[1][name] < math.log(builder.labels.prior)
 
 
-def test_risk_tables_are_bounded_and_shareable() -> None:
-    from scorer.features import LabelRisk, RiskTables
-
-    tables = RiskTables(merchant=LabelRisk(max_keys=5))
-    a, b = FeatureBuilder(risk=tables), FeatureBuilder(risk=tables)
+def test_label_state_is_bounded_and_shareable() -> None:
+    labels = LabelState(max_keys=5)
+    a, b = FeatureBuilder(labels=labels), FeatureBuilder(labels=labels)
     for i in range(8):
-        a.observe_label(tx(i, merchant_id=f"m{i}"), i % 2 == 0, float(i))
-    assert len(tables.merchant) == 5 and len(tables.merchant.risks) == 5
-    assert b.build([tx(0, merchant_id="m7")]).row_dict(0)["merchant_risk"] < math.log(
-        tables.merchant.prior
-    )
+        a.observe_label(tx(i, merchant_id=f"m{i}"), i % 2 == 0)
+    assert len(labels.merchant) == 5 and labels.merchant.evicted == 3
+    # m7 was labelled legit: below the prior in the other builder too; m0 was forgotten.
+    rows = b.build([tx(20, merchant_id="m7"), tx(21, card="c2", merchant_id="m0")]).dicts()
+    assert rows[0]["merchant_risk_30d"] < math.log(labels.prior)
+    assert rows[1]["merchant_risk_30d"] == math.log(labels.prior)
 
 
 def test_features_do_not_depend_on_batching_or_later_records() -> None:

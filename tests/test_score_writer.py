@@ -49,17 +49,22 @@ def test_records_match_the_reference_encoder(shadow: bool) -> None:
     compiled.inv_std[0] = 1e-9  # amounts up to 1e9 would flag everything
     assert round_features(dense)
     probs = compiled.predict_proba(FeatureBatch(dense, sparse))
-    contrib = ((dense - compiled.mean) * compiled.inv_std) * compiled.weight
+    contrib = compiled.scaled(dense) * compiled.weight
     challengers = {"fast": probs / 2, 'we"ird': probs / 3} if shadow else None
     now = datetime.now(UTC)
+    entities = (
+        [None if i % 4 == 0 else HOSTILE[i % len(HOSTILE)] + "m" for i in range(n)],
+        ["food" if i % 3 else None for i in range(n)],
+        [HOSTILE[(i * 5) % len(HOSTILE)] if i % 2 else None for i in range(n)],
+    )
     reference = ScoreEncoder(reasons=3)
     want = reference.encode(
         tids, cards, times, probs, 0.5, 7, now, dense, sparse,
-        reference.reason_columns(contrib, sparse, compiled.sparse), challengers,
+        reference.reason_columns(contrib, sparse, compiled.sparse), challengers, entities,
     )  # fmt: skip
     got = ScoreWriter(reasons=3).write(
         tids, cards, times, probs, 0.5, 7, now, dense, sparse, contrib, compiled.sparse,
-        challengers,
+        challengers, entities,
     )  # fmt: skip
     assert len(got) == n
     flagged = 0

@@ -9,7 +9,8 @@ arithmetic in the same order, label by label (no mini-batches), on arrays, in on
 - predict: logit = sum, over the keys of x that have a weight and in x's order (as River's
   VectorDict.dot), of weight * scaled value; + intercept; River's sigmoid (0 / 1 past 30).
 - DenseScaler: Welford's running mean and variance on the dense keys present; a dense key
-  scales to `(v - mean) / var**0.5`, or 0 at a variance at most VAR_FLOOR; other keys pass.
+  scales to `(v - mean) / var**0.5` clipped to +-Z_CLIP, or 0 at a variance at most
+  VAR_FLOOR; other keys pass.
 - LogisticRegression: Log loss gradient at the logit (with the new statistics), times the
   sample weight, clipped; intercept -= intercept_lr * gradient; then for each key of x:
   weight -= lr * (gradient * value + l2 * weight); one optimizer iteration.
@@ -34,7 +35,7 @@ import numpy as np
 from river import compose, linear_model, optim
 
 from scorer.features import DENSE_FEATURES
-from scorer.model import VAR_FLOOR, DenseScaler, predict_one
+from scorer.model import VAR_FLOOR, Z_CLIP, DenseScaler, predict_one
 
 # Rows of the state matrix, one column per key (dense keys first, then one-hots as they come).
 # COUNT..SCALE are the scaler's (dense keys only); SCALE is var**0.5, or 0 when the variance is
@@ -43,7 +44,8 @@ from scorer.model import VAR_FLOOR, DenseScaler, predict_one
 # statistics, so a write-back inserts new keys in River's order.
 COUNT, MEAN, VAR, SCALE, WEIGHT, HAS_W, DENSE, BORN_W, BORN_S = range(9)
 # Entries of the parameter vector.
-INTERCEPT, LR, INTERCEPT_LR, L2, CLIP, WEIGHT_POS, WEIGHT_NEG, FLOOR, HALF, BIRTHS = range(10)
+(INTERCEPT, LR, INTERCEPT_LR, L2, CLIP, WEIGHT_POS, WEIGHT_NEG, FLOOR, HALF, BIRTHS,
+ ZCLIP) = range(11)  # fmt: skip
 _N_DENSE = len(DENSE_FEATURES)
 _DENSE = frozenset(DENSE_FEATURES)
 _MAX_SHAPES = 4096
@@ -71,6 +73,12 @@ def supported(pipeline: Any) -> bool:
     )
 
 
+@numba.njit(cache=True, inline="always")
+def _clipped(x: float, limit: float) -> float:
+    """DenseScaler's clip of a standardised value (the same comparisons, the same result)."""
+    return limit if x > limit else -limit if x < -limit else x
+
+
 @numba.njit(cache=True)
 def _predict_learn(
     slots: np.ndarray, vals: np.ndarray, s: np.ndarray, hp: np.ndarray, y: bool, w: float
@@ -84,6 +92,7 @@ def _predict_learn(
     # From the parameter vector, not a literal: LLVM turns `x ** 0.5` into sqrt, which differs
     # from the libm pow that Python's `**` calls in the last bit about once in a thousand.
     half = hp[HALF]
+    zc = hp[ZCLIP]
     for i in range(m):
         j = slots[i]
         v = vals[i]
@@ -100,7 +109,7 @@ def _predict_learn(
         var = s[VAR, j]
         scale = s[SCALE, j]
         if has_w:
-            z_old += s[WEIGHT, j] * ((v - mean) / scale if scale != 0.0 else 0.0)
+            z_old += s[WEIGHT, j] * _clipped((v - mean) / scale if scale != 0.0 else 0.0, zc)
         if n == 0.0:
             s[BORN_S, j] = hp[BIRTHS]
             hp[BIRTHS] += 1.0
@@ -110,7 +119,7 @@ def _predict_learn(
         mean = mean + d / n
         var = var + (d * (v - mean) - var) / n
         scale = var**half if var > floor else 0.0
-        x = (v - mean) / scale if scale != 0.0 else 0.0
+        x = _clipped((v - mean) / scale if scale != 0.0 else 0.0, zc)
         if has_w:
             z_new += s[WEIGHT, j] * x
         s[COUNT, j] = n
@@ -183,7 +192,8 @@ def _predict_many(
                 z += s[WEIGHT, j] * v
             else:
                 scale = s[SCALE, j]
-                z += s[WEIGHT, j] * ((v - s[MEAN, j]) / scale if scale != 0.0 else 0.0)
+                x = (v - s[MEAN, j]) / scale if scale != 0.0 else 0.0
+                z += s[WEIGHT, j] * _clipped(x, hp[ZCLIP])
         start = ends[r]
         z += hp[INTERCEPT]
         if z < -30.0:
@@ -203,7 +213,7 @@ def _warm_up() -> None:
     first label it learns."""
     global _warm
     if not _warm:
-        slots, vals, s, hp = np.zeros(1, np.intp), np.zeros(1), np.zeros((9, 1)), np.zeros(10)
+        slots, vals, s, hp = np.zeros(1, np.intp), np.zeros(1), np.zeros((9, 1)), np.zeros(11)
         _predict_learn(slots, vals, s, hp, True, 1.0)
         _predict_many(slots, vals, np.ones(1, np.intp), s, hp)
         _warm = True
@@ -222,7 +232,7 @@ class FastLearner:
         # category, a channel), and one tuple lookup is a third of mapping every key.
         self._shapes: dict[tuple[str, ...], np.ndarray] = {}
         self.s = np.zeros((9, 0))
-        self.hp = np.zeros(10)
+        self.hp = np.zeros(11)
         self.n_iterations = 0
         self.reload()
         _warm_up()
@@ -261,6 +271,7 @@ class FastLearner:
                 VAR_FLOOR,
                 0.5,
                 0.0,
+                Z_CLIP,
             ],
             dtype=np.float64,
         )

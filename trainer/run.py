@@ -34,6 +34,7 @@ from infra.registry import snapshot_key
 from schemas import DecodeError
 from schemas.fast import decode_label_fast
 from schemas.snapshot import Offsets, Snapshot, encode_snapshot, make_snapshot
+from scorer.label_state import empty_label_state, label_state_of
 from scorer.model import build_pipeline, upgrade_pipeline
 from trainer.fast_learner import FusedModel
 from trainer.join import Joined, Joiner
@@ -86,6 +87,8 @@ class Trainer(TrainerLifecycle):
         self.labels_learned = 0
         self.last_label_at: float | None = None
         self.label_counts = {"fraud": 0, "legit": 0}
+        # What the model knows from labels beyond its weights: shipped with them.
+        self.label_state = empty_label_state(settings.model)
         # Labels as they really arrive: see trainer/maturation.py and `_mature`.
         self.maturation_us = round(self.cfg.maturation_s * 1_000_000)
         self.joiner = Joiner(self.cfg.join_buffer_size, self.cfg.join_ttl_s, self.maturation_us)
@@ -163,6 +166,7 @@ class Trainer(TrainerLifecycle):
         self.version = snapshot.version
         self.labels_learned = snapshot.labels_learned
         self.label_counts = {"fraud": 0, "legit": 0, **snapshot.label_counts}
+        self.label_state = label_state_of(snapshot, self.settings.model)
         self.restored_processed = snapshot.processed_offsets
         self.restored_resume = snapshot.resume_offsets
         self.metrics.model_version.set(self.version)
@@ -399,6 +403,7 @@ class Trainer(TrainerLifecycle):
         fields = decode_score_fields(raw)
         if fields is not None:  # numbers only: the compiled learner
             features, served, event_time = fields.features, fields.score, fields.event_time
+            entities = (fields.merchant_id, fields.merchant_category, fields.country)
             learn = self.fused.predict_learn
         else:
             try:
@@ -410,6 +415,11 @@ class Trainer(TrainerLifecycle):
                 self.metrics.dlq.labels(self.topics.scores, "invalid_score").inc()
                 return False
             served, event_time = record.get("score"), record.get("event_time")
+            entities = (
+                record.get("merchant_id"),
+                record.get("merchant_category"),
+                record.get("country"),
+            )
             learn = self.fused.learn_any  # River's own path, as before
         y = joined.is_fraud
         # Progressive validation: the model's probability before it learns the label.
@@ -418,15 +428,22 @@ class Trainer(TrainerLifecycle):
         self.guardrails.observe(features, y, served)
         self.label_counts["fraud" if y else "legit"] += 1
         self.arena.learn(features, y)
+        event_us = joined.event_us or event_time_us(event_time)
+        if event_us:
+            self._observe_label_state(entities, y, event_us)
         self.labels_learned += 1
         self.last_label_at = joined.label_arrived
         self._since_snapshot += 1
         self._learned_unreported += 1  # the counter is bumped once per loop turn
-        if joined.label_us:
-            event_us = joined.event_us or event_time_us(event_time)
-            if event_us:
-                self._lags.append(max(0.0, (joined.label_us - event_us) / 1e6))
+        if joined.label_us and event_us:
+            self._lags.append(max(0.0, (joined.label_us - event_us) / 1e6))
         return True
+
+    def _observe_label_state(self, entities: tuple[Any, Any, Any], y: bool, event_us: int) -> None:
+        """Feed one learned label to the label-fed state the next snapshot ships (on the same
+        path as learning: exactly once, restarts included)."""
+        merchant, category, country = (v if isinstance(v, str) else None for v in entities)
+        self.label_state.observe(merchant, category, country, y, event_us / 1e6)
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -525,6 +542,7 @@ class Trainer(TrainerLifecycle):
                 candidate=self.arena.champion,
                 hyperparameters=self.arena.champion_model.model_dump(),
                 last_label_at=self.last_label_at,
+                label_state=self.label_state.to_data(),
                 # Challengers too: a restarted trainer goes on with them trained.
                 **self.arena.snapshot_fields(),
             )

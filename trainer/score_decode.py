@@ -19,6 +19,10 @@ class ScoreFields(msgspec.Struct, gc=False):
     features: dict[str, float]
     score: Any = None  # the score served (the guardrails check it is a finite number)
     event_time: Any = None  # parsed only when needed (trainer.maturation.event_time_us)
+    # What the label-fed state is keyed by (checked to be strings when used).
+    merchant_id: Any = None
+    merchant_category: Any = None
+    country: Any = None
 
 
 _decoder = msgspec.json.Decoder(ScoreFields)

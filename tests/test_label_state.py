@@ -1,0 +1,139 @@
+"""The label-fed state (`core.label_state`): what it computes, that it does not depend on the
+order labels arrive in, that it survives its data format, and that bad data is refused."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import orjson
+import pytest
+
+from core.label_state import DAY_S, FEATURES, LabelState, LabelStateError
+from scorer.byte_hash import hash_strings
+
+T0 = 1_767_225_600.0  # 2026-01-01
+
+
+def _columns(state: LabelState, merchants: list[str | None], at: float) -> np.ndarray:
+    n = len(merchants)
+    out = np.empty((n, len(FEATURES)))
+    cats = ["food"] * n
+    countries = ["FR"] * n
+    state.columns(
+        hash_strings(merchants), hash_strings(cats), hash_strings(countries), np.full(n, at), out
+    )
+    return out
+
+
+def _labels(n: int, seed: int) -> list[tuple[str, str, str, bool, float]]:
+    rng = random.Random(seed)
+    return [
+        (f"m{rng.randrange(20)}", rng.choice(["food", "travel"]), rng.choice(["FR", "DE"]),
+         rng.random() < 0.2, T0 + rng.uniform(0, 40 * DAY_S))
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def test_one_fraud_label_lifts_the_merchant_above_the_prior_and_decays_with_time() -> None:
+    state = LabelState(prior=0.01)
+    state.observe("shop", "food", "FR", True, T0)
+    now = _columns(state, ["shop", "other", None], T0)
+    log_prior = math.log(state.prior)
+    merchant = slice(0, 3)
+    # (1 + 2p) / (1 + 2) for each window, right after the label.
+    expected = math.log((1 + 2 * state.prior) / 3)
+    assert now[0, merchant] == pytest.approx([expected] * 3)
+    assert (now[1, merchant] == log_prior).all() and (now[2, merchant] == log_prior).all()
+    later = _columns(state, ["shop"], T0 + 7 * DAY_S)[0, merchant]
+    # The 1-day window has forgotten it, the 30-day one hardly.
+    assert later[0] == pytest.approx(log_prior, abs=0.05)
+    assert later[0] < later[1] < later[2] < expected
+
+
+def test_features_do_not_depend_on_the_order_labels_arrive_in() -> None:
+    labels = _labels(500, 1)
+    a, b = LabelState(), LabelState()
+    for label in labels:
+        a.observe(*label)
+    for label in sorted(labels, key=lambda x: -x[4]):
+        b.observe(*label)
+    merchants = [f"m{i}" for i in range(25)]
+    at = T0 + 41 * DAY_S
+    np.testing.assert_allclose(_columns(a, merchants, at), _columns(b, merchants, at), rtol=1e-12)
+
+
+def test_state_survives_its_data_format_exactly() -> None:
+    state = LabelState(prior=0.02, max_keys=50)
+    for label in _labels(300, 2):
+        state.observe(*label)
+    wire = orjson.loads(orjson.dumps(state.to_data()))
+    restored = LabelState.from_data(wire)
+    merchants = [f"m{i}" for i in range(25)]
+    at = T0 + 45 * DAY_S
+    assert (_columns(restored, merchants, at) == _columns(state, merchants, at)).all()
+    # And it goes on learning identically.
+    for s in (state, restored):
+        s.observe("m3", "food", "FR", True, T0 + 44 * DAY_S)
+    assert (_columns(restored, merchants, at) == _columns(state, merchants, at)).all()
+    assert restored.labels == state.labels == 301
+
+
+def test_tables_are_bounded_and_evictions_counted() -> None:
+    state = LabelState(max_keys=10)
+    for i in range(25):
+        state.observe(f"m{i}", "food", "FR", False, T0 + i)
+    assert len(state.merchant) == 10 and state.merchant.evicted == 15
+    assert state.evicted == 15
+    # The most recently labelled are kept.
+    assert list(state.merchant.stats) == [f"m{i}" for i in range(15, 25)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(format="pickle"), "format"),
+        (lambda d: d.update(prior=2.0), "prior"),
+        (lambda d: d["tables"].pop("country"), "tables"),
+        (lambda d: d["tables"]["merchant"].update(keys=["a", "a"]), "keys"),
+        (lambda d: d["tables"]["merchant"].update(keys=[1]), "keys"),
+        (lambda d: d["tables"]["merchant"].update(times="!!"), "base64"),
+        (lambda d: d["tables"]["merchant"].update(windows_s=[1.0, 2.0, 3.0]), "windows"),
+        (
+            lambda d: d["tables"]["merchant"].update(counts=d["tables"]["merchant"]["times"]),
+            "values",
+        ),
+        (lambda d: d.update(global_=None, **{"global": [0, 5, 1]}), "global"),
+    ],
+)
+def test_malformed_state_is_refused_with_one_line(change, message: str) -> None:
+    state = LabelState()
+    state.observe("m1", "food", "FR", True, T0)
+    data = orjson.loads(orjson.dumps(state.to_data()))
+    change(data)
+    with pytest.raises(LabelStateError, match=message) as info:
+        LabelState.from_data(data)
+    assert "\n" not in str(info.value)
+
+
+def test_impossible_counts_are_refused() -> None:
+    state = LabelState()
+    state.observe("m1", "food", "FR", True, T0)
+    data = state.to_data()
+    # More frauds than labels in a window.
+    counts = np.frombuffer(
+        __import__("base64").b64decode(data["tables"]["merchant"]["counts"]), "<f8"
+    ).copy()
+    counts[0] = 5.0
+    data["tables"]["merchant"]["counts"] = __import__("base64").b64encode(counts.tobytes()).decode()
+    with pytest.raises(LabelStateError, match="impossible"):
+        LabelState.from_data(data)
+
+
+def test_more_keys_than_the_bound_are_refused() -> None:
+    state = LabelState(max_keys=100)
+    for i in range(20):
+        state.observe(f"m{i}", "food", "FR", False, T0)
+    with pytest.raises(LabelStateError, match="bound"):
+        LabelState.from_data(state.to_data(), max_keys=10)
