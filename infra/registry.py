@@ -258,6 +258,7 @@ def rollback(settings: Settings, version: int) -> Snapshot:
 
     from infra.kafka import producer_config
     from infra.model_updates import read_latest_snapshot
+    from infra.topics import SNAPSHOT_MAX_BYTES
     from schemas.snapshot import encode_snapshot, make_snapshot
 
     mlflow_client = client(settings)
@@ -292,8 +293,9 @@ def rollback(settings: Settings, version: int) -> Snapshot:
         registry_version=int(mv.version),
         candidate=old.candidate,
         hyperparameters=old.hyperparameters,
+        label_state=old.label_state,
     )
-    producer = Producer(producer_config(settings))
+    producer = Producer(producer_config(settings, **{"message.max.bytes": SNAPSHOT_MAX_BYTES}))
     errors: list[Any] = []
     producer.produce(
         settings.topics.model_updates,

@@ -12,6 +12,10 @@ from infra.kafka import common_config
 
 log = logging.getLogger(__name__)
 
+# Largest snapshot record: the label-fed state it carries is ~80 bytes per merchant, category
+# or country (`model.label_state_max_keys` per table), above Kafka's 1 MB default.
+SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
+
 
 def topic_specs(settings: Settings, partitions: int | None = None) -> list[NewTopic]:
     n = partitions or settings.partitions
@@ -24,7 +28,12 @@ def topic_specs(settings: Settings, partitions: int | None = None) -> list[NewTo
         NewTopic(t.transactions_dlq, 1, rf),
         NewTopic(t.labels_dlq, 1, rf),
         # One partition: the model name is the key, and the latest snapshot must be easy to find.
-        NewTopic(t.model_updates, 1, rf, config={"cleanup.policy": "compact"}),
+        NewTopic(
+            t.model_updates,
+            1,
+            rf,
+            config={"cleanup.policy": "compact", "max.message.bytes": str(SNAPSHOT_MAX_BYTES)},
+        ),
     ]
 
 

@@ -2,7 +2,8 @@
 
 `predict` takes a pandas DataFrame either of feature vectors (columns as in `Score.features`;
 the same probabilities as the live scorer) or of raw transactions in the wire format (then
-features are built with empty per-card history). It returns the probability of fraud.
+features are built with empty per-card history and the snapshot's label-fed state, as the
+scorers serve it). It returns the probability of fraud.
 
 The model's one artifact is `snapshot.json`: the exact `model-updates` record it was logged
 from. Loading checks its checksum and the River version that wrote it (and its signature when
@@ -27,6 +28,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 
+from core.label_state import LabelState
 from schemas import Transaction
 from schemas.snapshot import decode_snapshot
 from scorer.features import FeatureBuilder
@@ -88,18 +90,19 @@ def _feature_rows(df: pd.DataFrame) -> list[dict[str, float]]:
     ]
 
 
-def _raw_rows(df: pd.DataFrame) -> list[dict[str, float]]:
+def _raw_rows(df: pd.DataFrame, labels: LabelState) -> list[dict[str, float]]:
     txs = [
         Transaction.model_validate({k: v for k, v in r.items() if _present(v)})
         for r in df.to_dict(orient="records")
     ]
-    return FeatureBuilder().build(txs).dicts()
+    return FeatureBuilder(labels=labels).build(txs).dicts()
 
 
 class FraudModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         artifacts = context.artifacts
         self.version: int | None = None
+        self.labels = LabelState()
         if "snapshot" in artifacts:
             with open(artifacts["snapshot"], "rb") as f:
                 snapshot = decode_snapshot(f.read())
@@ -107,13 +110,15 @@ class FraudModel(mlflow.pyfunc.PythonModel):
             snapshot.verify(key.encode() if key else None)
             self.pipeline = snapshot.load_model()
             self.version = snapshot.version
+            if snapshot.label_state is not None:  # served with the weights, as scorers do
+                self.labels = LabelState.from_data(snapshot.label_state)
         else:  # models logged before snapshots were (a bare pickle)
             with open(artifacts["pipeline"], "rb") as f:
                 self.pipeline = pickle.load(f)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
         if RAW_COLUMNS.issubset(model_input.columns):
-            rows = _raw_rows(model_input)
+            rows = _raw_rows(model_input, self.labels)
         else:
             rows = _feature_rows(model_input)
         return np.array([predict_one(self.pipeline, x) for x in rows], dtype=np.float64)

@@ -31,6 +31,7 @@ from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from infra.model_updates import read_latest_snapshot
 from infra.registry import snapshot_key
+from infra.topics import SNAPSHOT_MAX_BYTES
 from schemas import DecodeError
 from schemas.fast import decode_label_fast
 from schemas.snapshot import Offsets, Snapshot, encode_snapshot, make_snapshot
@@ -124,7 +125,9 @@ class Trainer(TrainerLifecycle):
         self.key = snapshot_key(settings)
         if mlflow_logger is not None:
             mlflow_logger.metrics = metrics
-        self.producer: Producer = make_producer(settings, "trainer producer")
+        self.producer: Producer = make_producer(
+            settings, "trainer producer", **{"message.max.bytes": SNAPSHOT_MAX_BYTES}
+        )
         self.consumer: Consumer = make_consumer(
             settings,
             self.cfg.group_id,
