@@ -234,6 +234,14 @@ class LabelState:
     def evicted(self) -> int:
         return sum(t.evicted for t in self.tables.values())
 
+    def prepare(self) -> LabelState:
+        """Build the lookup arrays now (a scorer does it off its scoring thread, once per
+        snapshot), not at the first batch."""
+        for table in self.tables.values():
+            if table.stats:
+                table._lookup_arrays()
+        return self
+
     def observe(
         self,
         merchant: str | None,

@@ -18,6 +18,6 @@ def label_state_of(snapshot: Snapshot, model: ModelSettings) -> LabelState:
     if snapshot.label_state is None:
         return empty_label_state(model)
     try:
-        return LabelState.from_data(snapshot.label_state, model.label_state_max_keys)
+        return LabelState.from_data(snapshot.label_state, model.label_state_max_keys).prepare()
     except LabelStateError as exc:
         raise SnapshotError(f"snapshot v{snapshot.version}: {exc}", "invalid") from None
