@@ -127,7 +127,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         if broker is not None and "fetch_wait_max_ms" not in settings.model_fields_set:
             # Tansu's CPU grows with records stored times fetches answered: with 10 ms fetches
             # it reached 1.4 cores within 30 s and scoring fell to half the produced rate;
-            # with 100 ms it kept up for a minute and more (BROKER-NOTES.md). A setting of
+            # with 100 ms it kept up for a minute and more (docs/broker.md). A setting of
             # the user's own is kept.
             env["FRAUDSTREAM_FETCH_WAIT_MAX_MS"] = str(EMBEDDED_FETCH_WAIT_MS)
         env.pop("FRAUDSTREAM_METRICS_PORT", None)

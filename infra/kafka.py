@@ -95,7 +95,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        # Short session timeout: group joins take ~half of it (BROKER-NOTES.md).
+        # Short session timeout: group joins take ~half of it (docs/broker.md).
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(300, settings.session_timeout_ms // 5),
         "fetch.wait.max.ms": settings.fetch_wait_max_ms,
