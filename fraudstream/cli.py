@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
 
+    warm = sub.add_parser(
+        "warm-up", help="compile the scoring and learning kernels into their on-disk cache"
+    )
+    warm.add_argument(
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
     replay = sub.add_parser("replay-labels", help="publish labels from a CSV or JSONL file")
     _common(replay)
     replay.add_argument("file", type=Path, metavar="FILE")
@@ -321,6 +328,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         label_delay_s=args.label_delay,
         label_coverage=args.label_coverage,
     )
+    metrics.state.state("running")
     report = run_producer(settings, options, metrics, stop)
     print(
         f"produced {report.transactions} transactions ({report.frauds} fraud), "
@@ -413,6 +421,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
     print(report.render())
+    return 0
+
+
+def cmd_warm_up(args: argparse.Namespace) -> int:
+    from fraudstream.warm_up import warm_up
+
+    kernels, elapsed = warm_up()
+    missing = [k.name for k in kernels if k.signatures == 0]
+    compiled = sum(k.compiled for k in kernels)
+    loaded = sum(k.loaded for k in kernels)
+    print(
+        f"{len(kernels)} kernels ready in {elapsed:.1f} s: {compiled} signatures compiled, "
+        f"{loaded} loaded from the cache"
+    )
+    if missing:
+        raise UsageError("warm-up did not reach " + ", ".join(missing))
     return 0
 
 
@@ -549,6 +573,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "replay-labels": cmd_replay_labels,
     "bench": cmd_bench,
     "evaluate": cmd_evaluate,
+    "warm-up": cmd_warm_up,
     "model": cmd_model,
 }
 
