@@ -19,6 +19,13 @@ RUN pip install --no-cache-dir /src "mlflow==${MLFLOW_VERSION}" \
     && rm -rf /src
 
 RUN useradd --create-home --uid 10001 --user-group fraudstream
+
+# Compile the kernels at build time, so containers score from their first second. Numba
+# keeps a cache only where the running user can write: a directory of the image's own.
+# (Machine code is for the build host's CPU; another CPU model compiles once at start.)
+ENV NUMBA_CACHE_DIR=/opt/fraudstream/numba-cache
+RUN mkdir -p "$NUMBA_CACHE_DIR" && fraudstream warm-up \
+    && chown -R fraudstream:fraudstream "$NUMBA_CACHE_DIR"
 USER fraudstream
 WORKDIR /home/fraudstream
 

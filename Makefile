@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Compiled kernels (Numba, cached next to their sources): compiled again when a source changes.
+KERNELS := $(VENV)/.kernels
+KERNEL_SOURCES := $(shell grep -rl --include=*.py "numba.njit" schemas scorer trainer)
 ARGS   ?=
 
 .PHONY: up test lint format install clean
@@ -13,14 +16,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+# Compiled here, once, so that no process spends its first minute compiling.
+$(KERNELS): $(STAMP) $(KERNEL_SOURCES)
+	@echo "compiling the scoring and learning kernels (about a minute the first time)"
+	$(BIN)/fraudstream warm-up
+	@touch $(KERNELS)
+
+install: $(KERNELS)
 
 ## The main job: embedded broker, producer, scorer, trainer, MLflow store, live view.
-up: $(STAMP)
+up: $(KERNELS)
 	$(BIN)/fraudstream up $(ARGS)
 
 ## Lint, then the whole suite (integration tests start their own broker processes).
-test: $(STAMP)
+test: $(KERNELS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(ARGS)
@@ -34,4 +43,4 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache mlflow.db mlruns .fraudstream
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache mlflow.db mlruns .fraudstream

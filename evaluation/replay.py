@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from core.errors import FraudstreamError
 from evaluation.learners import (
     DriftMonitor,
     Forest,
@@ -55,7 +56,7 @@ DAY_S = 86400.0
 FEATURE_BATCH = 500
 
 
-class StreamError(ValueError):
+class StreamError(FraudstreamError, ValueError):
     """A stream cannot be read or generated; the message is one line for the CLI."""
 
 

@@ -11,12 +11,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from core.durations import parse_duration
+from core.errors import FraudstreamError
 from infra.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("fraudstream")
 
 
-class UsageError(Exception):
+class UsageError(FraudstreamError):
     """A bad argument found after parsing (checked against settings)."""
 
 
@@ -46,7 +48,25 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], Any]:
 
 _fraction = _number(float, lambda v: not 0.0 <= v <= 1.0, "must be between 0 and 1")
 _port = _number(int, lambda v: not 0 <= v <= 65535, "port must be 0-65535", "a port number")
-_non_negative = _number(float, lambda v: v < 0, "must be >= 0")
+
+
+def _duration(bad: Callable[[float], bool], rule: str) -> Callable[[str], float]:
+    """An argparse type for a duration (`parse_duration`), rejected with `rule` when bad."""
+
+    def parse(text: str) -> float:
+        try:
+            seconds = parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if bad(seconds):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        return seconds
+
+    return parse
+
+
+_positive_duration = _duration(lambda v: v <= 0, "must be > 0")
+_non_negative_duration = _duration(lambda v: v < 0, "must be >= 0")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -80,11 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run everything on this machine with a live view")
     _common(up)
-    up.add_argument("--duration", type=_positive(float), metavar="S", help="stop after S seconds")
+    up.add_argument(
+        "--duration", type=_positive_duration, metavar="T", help="stop after T (30, 45s, 10m, 2h)"
+    )
     up.add_argument("--rate", type=_positive(float), default=500.0, help="transactions/s")
     up.add_argument("--seed", type=int, default=42)
     up.add_argument("--fraud-rate", type=_fraction, default=0.01)
-    up.add_argument("--label-delay", type=_non_negative, default=3.0, metavar="S")
+    up.add_argument("--label-delay", type=_non_negative_duration, default=3.0, metavar="T")
     up.add_argument("--label-coverage", type=_fraction, default=1.0)
     up.add_argument("--plain", action="store_true", help="log lines instead of a live view")
     up.add_argument("--run-dir", type=Path, default=Path(".fraudstream"), help="logs go here")
@@ -107,10 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_port(produce, "default: off")
     produce.add_argument("--rate", type=_positive(float), default=1000.0, help="transactions/s")
     produce.add_argument("--count", type=_positive(int), help="stop after N transactions")
-    produce.add_argument("--duration", type=_positive(float), metavar="S")
+    produce.add_argument("--duration", type=_positive_duration, metavar="T")
     produce.add_argument("--seed", type=int, default=42)
     produce.add_argument("--fraud-rate", type=_fraction, default=0.01)
-    produce.add_argument("--label-delay", type=_non_negative, default=5.0, metavar="S")
+    produce.add_argument("--label-delay", type=_non_negative_duration, default=5.0, metavar="T")
     produce.add_argument("--label-coverage", type=_fraction, default=1.0)
 
     score = sub.add_parser("score", help="run one scorer instance")
@@ -127,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--records", type=_positive(int), default=200_000)
     bench.add_argument("--rounds", type=_positive(int), default=3)
     bench.add_argument("--partitions", type=_positive(int), default=4)
-    bench.add_argument("--latency-seconds", type=_positive(float), default=8.0)
+    bench.add_argument("--latency-seconds", type=_positive_duration, default=8.0, metavar="T")
     bench.add_argument("--cards", type=_positive(int), default=1_000_000)
     bench.add_argument("--trainer-labels", type=_positive(int), default=100_000)
     bench.add_argument(
@@ -144,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these parts",
     )
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+
+    warm = sub.add_parser(
+        "warm-up", help="compile the scoring and learning kernels into their on-disk cache"
+    )
+    warm.add_argument(
+        "--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
 
     replay = sub.add_parser("replay-labels", help="publish labels from a CSV or JSONL file")
     _common(replay)
@@ -162,9 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--labels", type=Path, metavar="FILE", help="Label rows, JSONL or CSV")
     src.add_argument(
         "--label-delay",
-        type=_non_negative,
-        metavar="S",
-        help="label arrival = transaction time + S where a label has no labeled_at "
+        type=_non_negative_duration,
+        metavar="T",
+        help="label arrival = transaction time + T where a label has no labeled_at "
         "(generated: mean delay, default 86400)",
     )
     src.add_argument("--count", type=_positive(int), default=300_000, help="generated records")
@@ -299,6 +328,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         label_delay_s=args.label_delay,
         label_coverage=args.label_coverage,
     )
+    metrics.state.state("running")
     report = run_producer(settings, options, metrics, stop)
     print(
         f"produced {report.transactions} transactions ({report.frauds} fraud), "
@@ -391,6 +421,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if broker is not None:
             broker.stop()
     print(report.render())
+    return 0
+
+
+def cmd_warm_up(args: argparse.Namespace) -> int:
+    from fraudstream.warm_up import warm_up
+
+    kernels, elapsed = warm_up()
+    missing = [k.name for k in kernels if k.signatures == 0]
+    compiled = sum(k.compiled for k in kernels)
+    loaded = sum(k.loaded for k in kernels)
+    print(
+        f"{len(kernels)} kernels ready in {elapsed:.1f} s: {compiled} signatures compiled, "
+        f"{loaded} loaded from the cache"
+    )
+    if missing:
+        raise UsageError("warm-up did not reach " + ", ".join(missing))
     return 0
 
 
@@ -527,6 +573,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "replay-labels": cmd_replay_labels,
     "bench": cmd_bench,
     "evaluate": cmd_evaluate,
+    "warm-up": cmd_warm_up,
     "model": cmd_model,
 }
 

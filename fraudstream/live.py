@@ -30,6 +30,13 @@ class Scrape:
     def has(self, process: str) -> bool:
         return process in self.samples
 
+    def state(self, process: str) -> str | None:
+        """The process's `fraudstream_process_state`, None before its endpoint answers."""
+        for labels, value in self.samples.get(process, {}).get("fraudstream_process_state", []):
+            if value:
+                return labels["fraudstream_process_state"]
+        return None
+
     def lag(self, process: str) -> float:
         return self.total(process, "fraudstream_consumer_lag")
 
@@ -83,8 +90,12 @@ def _auc(s: Scrape) -> str:
 
 
 class LiveView:
-    def __init__(self, scraper: Scraper, plain: bool, bootstrap: str) -> None:
+    def __init__(
+        self, scraper: Scraper, plain: bool, bootstrap: str, processes: tuple[str, ...] = ()
+    ) -> None:
         self.scraper = scraper
+        # Shown by state until each runs; one not yet in `scraper.ports` is not started yet.
+        self.processes = processes
         self.plain = plain
         self.bootstrap = bootstrap
         self.console = Console(stderr=False)
@@ -127,7 +138,20 @@ class LiveView:
         if self._prev is None or now.at - self._prev.at >= 1.0:
             self._prev = now
 
+    def states(self, s: Scrape) -> dict[str, str]:
+        """Each process's state: its own, or `starting` before its endpoint answers, or
+        `waiting` before it is started."""
+        return {
+            name: s.state(name) or ("starting" if name in self.scraper.ports else "waiting")
+            for name in self.processes
+        }
+
     def _line(self, s: Scrape, elapsed_s: float) -> str:
+        states = self.states(s)
+        if any(state != "running" for state in states.values()):
+            return f"[fraudstream] t={elapsed_s:5.0f}s " + " ".join(
+                f"{name}={state}" for name, state in states.items()
+            )
         return (
             f"[fraudstream] t={elapsed_s:5.0f}s "
             f"produced={s.total('producer', 'fraudstream_transactions_produced_total'):.0f} "
@@ -153,7 +177,13 @@ class LiveView:
         t.add_column("total", justify="right")
         scored = "fraudstream_transactions_scored_total"
         produced = "fraudstream_transactions_produced_total"
+        states = self.states(s)
         rows = [
+            (
+                "processes",
+                "",
+                " ".join(f"{name} {state.replace('_', ' ')}" for name, state in states.items()),
+            ),
             (
                 "produced",
                 f"{_rate(s, self._prev, 'producer', produced):.0f}/s",

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fraudstream.live import LiveView, Scraper, Summary
+from fraudstream.live import LiveView, Scrape, Scraper, Summary
 from infra.broker import EmbeddedBroker, free_port, port_open
 from infra.config import Settings
 from infra.kafka import check_reachable
@@ -99,6 +99,11 @@ def _wait(predicate: object, timeout_s: float, interval_s: float = 0.5) -> bool:
     return False
 
 
+def _ready(scrape: Scrape) -> bool:
+    """The scorer and the trainer are in their groups (and the trainer has caught up)."""
+    return all(scrape.state(name) == "running" for name in ("scorer", "trainer"))
+
+
 # The client fetch wait `up` gives its processes on the embedded broker (see run_up).
 EMBEDDED_FETCH_WAIT_MS = 100
 
@@ -127,7 +132,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         if broker is not None and "fetch_wait_max_ms" not in settings.model_fields_set:
             # Tansu's CPU grows with records stored times fetches answered: with 10 ms fetches
             # it reached 1.4 cores within 30 s and scoring fell to half the produced rate;
-            # with 100 ms it kept up for a minute and more (BROKER-NOTES.md). A setting of
+            # with 100 ms it kept up for a minute and more (docs/broker.md). A setting of
             # the user's own is kept.
             env["FRAUDSTREAM_FETCH_WAIT_MAX_MS"] = str(EMBEDDED_FETCH_WAIT_MS)
         env.pop("FRAUDSTREAM_METRICS_PORT", None)
@@ -155,14 +160,31 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         ):
             port = free_port()
             child = Child(name, [*args, "--metrics-port", str(port)], port, run_dir / f"{name}.log")
-            child.start(env)
             stack.children[name] = child
+        producer = stack.children.pop("producer")
+        for child in stack.children.values():
+            child.start(env)
 
         scraper = Scraper({n: c.port for n, c in stack.children.items()})
-        view = LiveView(scraper, plain=options.plain, bootstrap=settings.bootstrap)
+        view = LiveView(
+            scraper,
+            plain=options.plain,
+            bootstrap=settings.bootstrap,
+            processes=(*stack.children, producer.name),
+        )
         started = time.monotonic()
-        producer = stack.children["producer"]
         with view:
+            # Transactions flow once every consumer is in its group (`--duration` counts from
+            # then); meanwhile the view shows what each process is doing.
+            while not stop.is_set() and not _ready(scraper.scrape()):
+                view.refresh(time.monotonic() - started)
+                if not all(c.running() for c in stack.children.values()):
+                    break
+                stop.wait(0.5)
+            if not stop.is_set() and all(c.running() for c in stack.children.values()):
+                producer.start(env)
+                scraper.ports[producer.name] = producer.port
+            stack.children[producer.name] = producer
             while not stop.is_set() and producer.running():
                 view.refresh(time.monotonic() - started)
                 if not all(c.running() for c in stack.children.values()):

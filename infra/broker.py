@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from core.errors import FraudstreamError
+
 log = logging.getLogger(__name__)
 
 
-class BrokerError(RuntimeError):
+class BrokerError(FraudstreamError, RuntimeError):
     """The embedded broker could not be found or started."""
 
 

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from core.durations import parse_duration
+from core.errors import FraudstreamError
 
 ENV_PREFIX = "FRAUDSTREAM_"
 KAFKA_ENV_PREFIX = "FRAUDSTREAM_KAFKA_"
@@ -26,8 +36,12 @@ DEFAULT_CONFIG_FILE = "params.yaml"
 EMBEDDED_BOOTSTRAP = "127.0.0.1:9092"
 
 
-class ConfigError(ValueError):
+class ConfigError(FraudstreamError, ValueError):
     """A configuration problem, reported as one line naming the culprit."""
+
+
+# Every duration setting: plain seconds or "90d", "168h", "30m", "45s".
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class Topics(BaseModel):
@@ -44,7 +58,7 @@ class ScorerSettings(BaseModel):
     batch_size: int = Field(5000, ge=1, le=100_000)
     # How long one consume() waits for a batch to fill (librdkafka returns early only when the
     # batch is full): at low load every record waits up to this long, so keep it short.
-    poll_timeout_s: float = Field(0.005, gt=0, le=10)
+    poll_timeout_s: Seconds = Field(0.005, gt=0, le=10)
     threshold: float = Field(0.5, ge=0, le=1)
     # Scores produced but not yet acknowledged; above this the scorer stops consuming.
     max_in_flight: int = Field(100_000, ge=1)
@@ -63,42 +77,26 @@ class TrainerSettings(BaseModel):
     # Whichever comes first. The seconds bound the label-to-serving delay (bench: p99 ~1.1 s at
     # 1 s); the label count bounds snapshot overhead at high label rates.
     snapshot_every_labels: int = Field(10_000, ge=1)
-    snapshot_every_s: float = Field(1.0, gt=0)
+    snapshot_every_s: Seconds = Field(1.0, gt=0)
     # The trainer's fetch wait (the scorer keeps the short top-level one): labels tolerate
     # 100 ms, and a broker answering 8 partitions' fetches every 10 ms spends its CPU on them
     # (Tansu: climbs to 1.4 cores within 30 s of `fraudstream up`, scoring halves).
     fetch_wait_max_ms: int = Field(100, ge=1)
-    mlflow_every_s: float = Field(30.0, ge=0)
+    mlflow_every_s: Seconds = Field(30.0, ge=0)
     join_buffer_size: int = Field(500_000, ge=1)
-    join_ttl_s: float = Field(3 * 24 * 3600.0, gt=0)
+    join_ttl_s: Seconds = Field(3 * 24 * 3600.0, gt=0)
     quality_window: int = Field(5000, ge=10)
     # Metric points kept for MLflow while the tracking server is unreachable (oldest dropped).
     mlflow_backlog: int = Field(100_000, ge=1)
     # Longest wait between two attempts to reach an unreachable tracking server.
-    mlflow_retry_max_s: float = Field(30.0, gt=0)
+    mlflow_retry_max_s: Seconds = Field(30.0, gt=0)
     # Maturation window, in stream (event) time: a scored transaction with no label once the
     # newest event time seen is this far past its own is learned as legitimate, once. 0: off
     # (only explicit labels are learned), the default because it asserts something only the
     # operator knows: that the label feed reports every fraud within the window. Seconds, or
     # a duration such as "90d", "36h", "15m". A real chargeback window is 30-120 days; the join
     # buffer must then hold that window's unlabelled scores (`join_buffer_size`).
-    maturation_s: float = Field(0.0, ge=0)
-
-    @field_validator("maturation_s", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> object:
-        """Accept "90d", "36h", "15m", "30s" as well as plain seconds."""
-        if isinstance(value, str):
-            text = value.strip().lower()
-            units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-            if text and text[-1] in units:
-                try:
-                    return float(text[:-1]) * units[text[-1]]
-                except ValueError:
-                    raise ValueError(
-                        f"not a duration: {value!r} (e.g. 90d, 36h, 15m, 30)"
-                    ) from None
-        return value
+    maturation_s: Seconds = Field(0.0, ge=0)
 
 
 class ModelSettings(BaseModel):
@@ -128,7 +126,7 @@ class RegistrySettings(BaseModel):
     # With model-updates empty (a new or restarted broker), start from the champion.
     warm_start: bool = True
     # Per HTTP request to a tracking server (one retry); a server down never blocks learning.
-    request_timeout_s: int = Field(10, ge=1)
+    request_timeout_s: Annotated[int, BeforeValidator(parse_duration)] = Field(10, ge=1)
 
 
 class GuardrailSettings(BaseModel):

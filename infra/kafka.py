@@ -12,6 +12,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from core.errors import FraudstreamError
 from infra.config import Settings
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 LagCallback = Callable[[str, str, int, int], None]
 
 
-class BrokerUnreachable(RuntimeError):
+class BrokerUnreachable(FraudstreamError, RuntimeError):
     """No broker answered at the configured bootstrap servers."""
 
 
@@ -95,7 +96,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        # Short session timeout: group joins take ~half of it (BROKER-NOTES.md).
+        # Short session timeout: group joins take ~half of it (docs/broker.md).
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(300, settings.session_timeout_ms // 5),
         "fetch.wait.max.ms": settings.fetch_wait_max_ms,
@@ -168,7 +169,7 @@ def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
                 ) from None
 
 
-class MissingTopics(RuntimeError):
+class MissingTopics(FraudstreamError, RuntimeError):
     """Topics a process needs do not exist (subscribing would silently wait for minutes)."""
 
 

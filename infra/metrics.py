@@ -10,6 +10,7 @@ import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Enum,
     Gauge,
     Histogram,
     disable_created_metrics,
@@ -28,6 +29,13 @@ LABEL_LAG_BUCKETS: tuple[float, ...] = tuple(
         1, 10, 60, 300, 1800, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400,
         30 * 86400, 60 * 86400, 90 * 86400, 120 * 86400, 180 * 86400,
     )
+)  # fmt: skip
+
+
+# What a process is doing before it does its work (`fraudstream_process_state`), in order.
+PROCESS_STATES: tuple[str, ...] = (
+    "starting", "compiling", "loading_model", "joining_group", "catching_up", "running",
+    "stopping",
 )  # fmt: skip
 
 
@@ -100,6 +108,13 @@ class Metrics:
         disable_created_metrics()  # `_created` series only add noise to every counter
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self.state = Enum(
+            "fraudstream_process_state",
+            "What the process is doing: starting, compiling kernels, loading its model, "
+            "joining its consumer group, catching up after a restart, running, stopping",
+            states=list(PROCESS_STATES),
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "fraudstream_consumer_lag",
             "Records behind the partition's high watermark (librdkafka statistics)",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from core.errors import FraudstreamError
 from infra.config import Settings
 from schemas.snapshot import Snapshot, SnapshotError, decode_snapshot
 
@@ -34,7 +35,7 @@ SNAPSHOT_ARTIFACT = "artifacts/snapshot.json"
 TAG_SNAPSHOT_VERSION = "snapshot_version"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(FraudstreamError, RuntimeError):
     """A registry operation that cannot be done (one line for the operator)."""
 
 

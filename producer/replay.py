@@ -28,6 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from core.errors import FraudstreamError
 from infra.config import Settings
 from infra.kafka import check_reachable, make_producer
 from schemas import DecodeError, Label, decode_label, dumps, encode
@@ -47,7 +48,7 @@ PACE_STEP_S = 0.05
 Row = tuple[int, Label | None, str | None]
 
 
-class ReplayError(ValueError):
+class ReplayError(FraudstreamError, ValueError):
     """The replay cannot start or did not complete; the message is one line for the CLI."""
 
 

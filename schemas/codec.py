@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from core.errors import FraudstreamError
 from schemas.models import Label, Score, Transaction
 
 M = TypeVar("M", bound=BaseModel)
@@ -15,7 +16,7 @@ M = TypeVar("M", bound=BaseModel)
 MAX_RECORD_BYTES = 64 * 1024
 
 
-class DecodeError(ValueError):
+class DecodeError(FraudstreamError, ValueError):
     """A record that cannot become a model. `reason` is a short stable code for metrics/DLQ."""
 
     def __init__(self, reason: str, detail: str) -> None:

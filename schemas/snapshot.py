@@ -27,6 +27,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
+from core.errors import FraudstreamError
+
 FORMAT = "river-pickle/1"
 
 # topic -> partition (as str, JSON keys) -> offset
@@ -36,7 +38,7 @@ Offsets = dict[str, dict[str, int]]
 _UNSIGNED = ("signature", "model_b64")
 
 
-class SnapshotError(ValueError):
+class SnapshotError(FraudstreamError, ValueError):
     """A snapshot that cannot be loaded. `reason` is a short stable code for metrics:
     invalid, checksum, unsigned, bad_signature, incompatible, load_failed."""
 

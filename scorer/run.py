@@ -147,9 +147,11 @@ class Scorer:
         self._stop.set()
 
     def run(self, model_wait_s: float = 10.0) -> None:
+        self.metrics.state.state("compiling")  # loads the cached kernels (`fraudstream warm-up`)
         warm_up()
         warm_up_parser()
         self.writer.warm_up()
+        self.metrics.state.state("loading_model")
         self.watcher.start()
         if not self.watcher.ready.wait(model_wait_s):
             log.warning(
@@ -161,6 +163,7 @@ class Scorer:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        self.metrics.state.state("joining_group")
         log.info("scorer consuming %s as group %s", self.topics.transactions, self.cfg.group_id)
         quiet_gc()
         try:
@@ -182,6 +185,7 @@ class Scorer:
         self._commit_ready()
 
     def _shutdown(self) -> None:
+        self.metrics.state.state("stopping")
         log.info("scorer stopping: flushing scores and committing offsets")
         try:
             self.producer.flush(30)
@@ -200,6 +204,7 @@ class Scorer:
                 tp.partition,
                 FeatureBuilder(self.cfg.max_cards, self.categories, self.channels),
             )
+        self.metrics.state.state("running")
         log.info("assigned %s", _describe(partitions))
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from core.durations import parse_duration
+from fraudstream.cli import build_parser
 from infra.config import ConfigError, load_settings
 
 
@@ -55,6 +58,8 @@ def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.Comp
         (["score"], {"FRAUDSTREAM_PARTITIONS": "-1"}, "FRAUDSTREAM_PARTITIONS"),
         (["score", "--bootstrap-servers", "127.0.0.1:1"], {}, "no Kafka broker reachable"),
         (["train", "--config", "/nonexistent.yaml"], {}, "does not exist"),
+        (["produce", "--label-delay", "7x"], {}, "--label-delay: not a duration: '7x'"),
+        (["up", "--duration", "0s"], {}, "--duration: must be > 0"),
     ],
 )
 def test_cli_errors_are_one_line(args: list[str], env: dict[str, str], needle: str) -> None:
@@ -66,15 +71,66 @@ def test_cli_errors_are_one_line(args: list[str], env: dict[str, str], needle: s
     assert len(error_lines) == 1, result.stderr
 
 
-def test_every_subcommand_has_help() -> None:
-    for cmd in (
-        ["up"],
-        ["broker"],
-        ["topics", "create"],
-        ["produce"],
-        ["score"],
-        ["train"],
-        ["replay-labels"],
-    ):
-        result = _run(*cmd, "--help")
-        assert result.returncode == 0 and "usage: fraudstream" in result.stdout
+def _command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list:
+    """Every runnable command path of the parser (`("topics", "create")`, ...), from the
+    parser itself, so a new subcommand is covered without touching this test."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        return [prefix]
+    paths = []
+    for name, sub in subparsers[0].choices.items():
+        paths += _command_paths(sub, (*prefix, name))
+    return paths
+
+
+def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    paths = _command_paths(build_parser())
+    assert ("up",) in paths and ("topics", "create") in paths and ("model", "rollback") in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args([*path, "--help"])
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0, path
+        assert out.startswith(f"usage: fraudstream {' '.join(path)}"), (path, out[:200])
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90d", 90 * 86400.0), ("168h", 168 * 3600.0), ("30m", 1800.0), ("45s", 45.0),
+     ("12.5", 12.5), (" 2H ", 7200.0), (7, 7.0)],
+)  # fmt: skip
+def test_durations_accept_units_and_plain_seconds(text: str | float, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "d", "7x", "seven days", "nan", "inf", "1e999h"])
+def test_bad_durations_are_refused_with_the_forms_accepted(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration.*90d, 168h, 30m, 45s"):
+        parse_duration(text)
+
+
+def test_every_duration_option_takes_units() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["produce", "--label-delay", "7d", "--duration", "30m"])
+    assert (args.label_delay, args.duration) == (7 * 86400.0, 1800.0)
+    args = parser.parse_args(["up", "--label-delay", "168h", "--duration", "45s"])
+    assert (args.label_delay, args.duration) == (168 * 3600.0, 45.0)
+    args = parser.parse_args(["evaluate", "--label-delay", "90d"])
+    assert args.label_delay == 90 * 86400.0
+    args = parser.parse_args(["bench", "--latency-seconds", "30s"])
+    assert args.latency_seconds == 30.0
+
+
+def test_every_duration_setting_takes_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_TRAINER__JOIN_TTL_S", "7d")
+    monkeypatch.setenv("FRAUDSTREAM_TRAINER__MATURATION_S", "90d")
+    monkeypatch.setenv("FRAUDSTREAM_TRAINER__SNAPSHOT_EVERY_S", "2s")
+    monkeypatch.setenv("FRAUDSTREAM_TRAINER__MLFLOW_EVERY_S", "1m")
+    monkeypatch.setenv("FRAUDSTREAM_REGISTRY__REQUEST_TIMEOUT_S", "30s")
+    s = load_settings()
+    assert s.trainer.join_ttl_s == 7 * 86400.0 and s.trainer.maturation_s == 90 * 86400.0
+    assert s.trainer.snapshot_every_s == 2.0 and s.trainer.mlflow_every_s == 60.0
+    assert s.registry.request_timeout_s == 30
+    monkeypatch.setenv("FRAUDSTREAM_TRAINER__JOIN_TTL_S", "a week")
+    with pytest.raises(ConfigError, match="FRAUDSTREAM_TRAINER__JOIN_TTL_S.*not a duration"):
+        load_settings()

@@ -27,6 +27,7 @@ from schemas.wire_columns import (
     TIME_WIDTH,
     TX_ID,
     WireColumns,
+    parse_into,
     parse_transactions,
     warm_up,
 )
@@ -116,7 +117,14 @@ def _with(text: str, **fields: str) -> bytes:
 
 
 def test_warm_up_runs() -> None:
+    """Warm-up leaves the parser compiled for exactly what a batch of records needs: the
+    scorer's first batch compiles nothing."""
     warm_up()
+    compiled = list(parse_into.signatures)
+    assert len(compiled) == 1
+    cols = _parse(producer_records(200))
+    assert cols.ok.all()
+    assert parse_into.signatures == compiled
 
 
 def test_producer_records_are_all_ok_and_equal() -> None:

@@ -98,6 +98,7 @@ class Trainer(TrainerLifecycle):
         self.watermark_us: int | None = None
         self.restored_watermark_us: int | None = None
         self._labels_caught_up = False  # see _maturation_watermark
+        self._state = "starting"  # fraudstream_process_state
         self.fetcher = ScoreFetcher(settings)
         # Per-record metric updates are batched or resolved once (labels() costs ~2 us).
         self._labels_read = {b: metrics.labels.labels(str(b).lower()) for b in (True, False)}
@@ -191,6 +192,7 @@ class Trainer(TrainerLifecycle):
         log.info("resumed from snapshot v%d (%d labels learned)", self.version, self.labels_learned)
 
     def run(self) -> None:
+        self._set_state("loading_model")
         self.restore()
         # The watermark rides in the snapshot's free-form `label_counts` (trainer.maturation).
         restored_watermark = self.label_counts.pop(WATERMARK_KEY, None)
@@ -200,6 +202,7 @@ class Trainer(TrainerLifecycle):
         if self.mlflow is not None:
             self.mlflow.start()
         self.consumer.subscribe([self.topics.scores, self.topics.labels], on_assign=self._on_assign)
+        self._set_state("joining_group")
         log.info("trainer consuming %s + %s", self.topics.scores, self.topics.labels)
         quiet_gc()
         try:
@@ -210,12 +213,19 @@ class Trainer(TrainerLifecycle):
                     self.first_record_at = time.perf_counter()
                 for msg in msgs:
                     self._handle(msg, now)
+                if self._state == "catching_up" and not self._catching_up():
+                    self._set_state("running")
                 self.producer.poll(0)
                 self._maybe_snapshot()
         finally:
             self._shutdown()
 
+    def _set_state(self, state: str) -> None:
+        self._state = state
+        self.metrics.state.state(state)
+
     def _shutdown(self) -> None:
+        self._set_state("stopping")
         log.info("trainer stopping: final snapshot")
         try:
             self._update_gauges()  # reports what the last loop turn learned
@@ -236,6 +246,7 @@ class Trainer(TrainerLifecycle):
             if offset is not None:
                 tp.offset = offset
         consumer.assign(partitions)
+        self._set_state("catching_up" if self._catching_up() else "running")
         log.info(
             "assigned %s",
             ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions),
