@@ -42,6 +42,8 @@ def card_features(
     day_tau_s: float,
     habit_alpha: float,
     amount_var_floor: float,
+    habit_after: float,
+    outlier_z: float,
 ) -> None:
     """Fill columns 5 and 7-16 of `out` and update `numeric` / `keys` rows in place."""
     c0 = 1  # first column of the recent-countries list in `keys`
@@ -102,6 +104,11 @@ def card_features(
         if seen:
             a = max(1.0 / (numeric[s, _N] + 1.0), habit_alpha)
             numeric[s, _LAST_TS] = max(t, numeric[s, _LAST_TS])
+            # Winsorised once the card has a habit: a spree of outliers (a stolen card) does
+            # not become the card's habit, so it keeps standing out.
+            if numeric[s, _N] >= habit_after:
+                bound = outlier_z * math.sqrt(var + amount_var_floor)
+                d = min(max(d, -bound), bound)
             numeric[s, _MEAN] = mean + a * d
             numeric[s, _VAR] = (1.0 - a) * (var + a * d * d)
             numeric[s, _GAP_MEAN] = lg if gap_mean < 0.0 else gap_mean + a * (lg - gap_mean)
@@ -142,5 +149,5 @@ def warm_up() -> None:
     card_features(
         np.zeros((1, 20)), np.zeros(1, dtype=np.int64), np.ones(1, dtype=np.bool_), one, one,
         one, one, one, np.zeros(1, dtype=np.int32), np.zeros(1, dtype=np.int32), numeric, keys,
-        4, 8, 1.0, 1.0, 1.0, 0.05, 0.1,
+        4, 8, 1.0, 1.0, 1.0, 0.05, 0.1, 5.0, 2.0,
     )  # fmt: skip

@@ -20,7 +20,8 @@ Dense features (always present, one matrix column each):
 - velocity_24h: as velocity_1h with a 24 h time constant.
 - log_spend_24h: log(1 + exponentially decayed sum of the card's amounts, 24 h constant).
 - amount_zscore: log_amount against the card's running mean and spread of log amounts
-  (recent purchases weigh more); 0 on first sight.
+  (recent purchases weigh more; once the card has HABIT_AFTER transactions, an outlier moves
+  them only as far as OUTLIER_Z spreads); 0 on first sight.
 - log_gap_vs_usual: log(1 + seconds since last) minus the card's running mean of it; negative
   when the card transacts faster than usual; 0 until the card has a gap to compare with.
 - hour_unusual: 1 - cosine similarity between this hour of day and the card's running mean
@@ -84,6 +85,11 @@ HABIT_ALPHA = 0.05
 # Floor on the variance of log amounts: a card that always pays the same is not infinitely
 # surprised by a small change.
 AMOUNT_VAR_FLOOR = 0.1
+# Once a card has this many transactions, an amount beyond OUTLIER_Z spreads from its habit
+# moves the habit only as far as OUTLIER_Z spreads (winsorised): a stolen card's spree keeps
+# standing out instead of becoming the new habit.
+HABIT_AFTER = 5.0
+OUTLIER_Z = 2.0
 RECENT_COUNTRIES = 4
 RECENT_MERCHANTS = 8
 # Distinct categorical values turned into their own feature; later ones share "other",
@@ -425,7 +431,7 @@ class FeatureBuilder:
                 out, slots, first, ts, amount, log_amount, _HOUR_COS[hour_i], _HOUR_SIN[hour_i],
                 country_h, merchant_h, store.numeric, store.keys, RECENT_COUNTRIES,
                 RECENT_MERCHANTS, FIRST_SEEN_GAP_S, VELOCITY_TAU_S, VELOCITY_DAY_TAU_S,
-                HABIT_ALPHA, AMOUNT_VAR_FLOOR,
+                HABIT_ALPHA, AMOUNT_VAR_FLOOR, HABIT_AFTER, OUTLIER_Z,
             )  # fmt: skip
         else:
             occurrence = occurrences(slots)
@@ -494,6 +500,8 @@ class FeatureBuilder:
 
         # New state. Running habits: a plain mean for the first transactions, then exponential.
         a = np.maximum(1.0 / (s[:, _N] + 1.0), HABIT_ALPHA)
+        bound = OUTLIER_Z * np.sqrt(var + AMOUNT_VAR_FLOOR)
+        d = np.where(seen & (s[:, _N] >= HABIT_AFTER), np.clip(d, -bound, bound), d)
         new = np.empty_like(s)
         new[:, _LAST_TS] = np.where(seen, np.maximum(ts, s[:, _LAST_TS]), ts)
         new[:, _LAST_AMOUNT] = amount

@@ -27,7 +27,7 @@ VAR_FLOOR = 1e-12
 # Standardised values are clipped to +-Z_CLIP: one feature's contribution to the logit is at
 # most Z_CLIP times its weight, whatever the value (a huge amount, or a feature whose running
 # variance is still near zero early in a stream).
-Z_CLIP = 5.0
+Z_CLIP = 10.0
 
 
 class DenseScaler(preprocessing.StandardScaler):
