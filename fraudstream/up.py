@@ -152,7 +152,15 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             # the user's own is kept.
             env["FRAUDSTREAM_FETCH_WAIT_MAX_MS"] = str(EMBEDDED_FETCH_WAIT_MS)
         env.pop("FRAUDSTREAM_METRICS_PORT", None)
-        env.update(_snapshot_keys(settings, run_dir, embedded=broker is not None))
+        keys = _snapshot_keys(settings, run_dir, embedded=broker is not None)
+        env.update(keys)
+        if keys:  # this process reads the final snapshot for the summary
+            settings = settings.model_copy(
+                update={
+                    "snapshot_verify_key_file": Path(keys[f"{VERIFY_ENV}_FILE"]),
+                    "snapshot_signing_key_file": Path(keys[f"{SIGNING_ENV}_FILE"]),
+                }
+            )
         common = ["--config", options.config] if options.config else []
         produce_args = [
             "produce",
