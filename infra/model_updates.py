@@ -186,7 +186,7 @@ class ModelWatcher:
         if key is not None and key.decode("utf-8", "replace") != self.settings.model.name:
             return
         try:
-            snapshot = decode_snapshot(value)
+            snapshot = decode_snapshot(value, self.key)
         except SnapshotError as exc:
             self._refuse(exc, None)
             return

@@ -176,20 +176,7 @@ class Snapshot(BaseModel):
     def verify(self, key: Ed25519PublicKey) -> None:
         """Check the signature with the trainer's public key. Raises SnapshotError (unsigned,
         bad_signature)."""
-        from infra.signing import key_id, verify
-
-        if not self.signature:
-            raise SnapshotError(f"snapshot v{self.version} is not signed", "unsigned")
-        if not verify(key, self.signed_payload(), self.signature):
-            expected = key_id(key)
-            other = (
-                f"signed by key {self.signer}, this process verifies with {expected}"
-                if self.signer and self.signer != expected
-                else "tampered with, or signed with another key"
-            )
-            raise SnapshotError(
-                f"snapshot v{self.version}: signature mismatch ({other})", "bad_signature"
-            )
+        _check_signature(key, self.signed_payload(), self.signature, self.signer, self.version)
 
     def check_compatible(self) -> None:
         """Refuse, with one clear line, a snapshot of a format this process does not read."""
@@ -208,6 +195,24 @@ class Snapshot(BaseModel):
             return []
         self.check_compatible()
         return [(c.name, c.load()) for c in self.challengers]
+
+
+def _check_signature(
+    key: Ed25519PublicKey, payload: bytes, signature: object, signer: object, version: object
+) -> None:
+    from infra.signing import key_id, verify
+
+    shown = f"v{version}" if isinstance(version, int) else "record"
+    if not signature:
+        raise SnapshotError(f"snapshot {shown} is not signed", "unsigned")
+    if not isinstance(signature, str) or not verify(key, payload, signature):
+        expected = key_id(key)
+        other = (
+            f"signed by key {signer[:16]}, this process verifies with {expected}"
+            if isinstance(signer, str) and signer and signer != expected
+            else "tampered with, or signed with another key"
+        )
+        raise SnapshotError(f"snapshot {shown}: signature mismatch ({other})", "bad_signature")
 
 
 def _format_message(version: object, fmt: object) -> str:
@@ -285,9 +290,11 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
     return orjson.dumps(snapshot.model_dump(mode="json"))
 
 
-def decode_snapshot(raw: bytes | None) -> Snapshot:
+def decode_snapshot(raw: bytes | None, key: Ed25519PublicKey | None = None) -> Snapshot:
     """Parse a record. Raises SnapshotError: invalid (not a snapshot), incompatible (another
-    format, a pickle among them: refused before anything else is looked at)."""
+    format, a pickle among them: refused before anything else is looked at). With `key`, the
+    signature is checked on the raw fields before they are validated (unsigned,
+    bad_signature): nothing from an unverified record is built."""
     if not raw:
         raise SnapshotError("empty snapshot record")
     try:
@@ -299,11 +306,15 @@ def decode_snapshot(raw: bytes | None) -> Snapshot:
     fmt = fields.get("format")
     if fmt != FORMAT:
         raise SnapshotError(_format_message(fields.get("version"), fmt), "incompatible")
+    signed = _canonical(fields)
+    if key is not None:
+        version = fields.get("version")
+        _check_signature(key, signed, fields.get("signature"), fields.get("signer"), version)
     try:
         snapshot = Snapshot.model_validate(fields)
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         raise SnapshotError(f"invalid snapshot: {loc}: {err['msg']}") from None
-    snapshot._signed = _canonical(fields)
+    snapshot._signed = signed
     return snapshot

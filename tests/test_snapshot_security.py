@@ -429,8 +429,8 @@ def test_scorer_refuses_forged_snapshots_and_keeps_serving(
         assert {orjson.loads(m.value())["model_version"] for m in scores} == {1}
         assert metric(port, "fraudstream_model_version") == 1
         text = log.read_text()
-        assert "refused snapshot v2 (bad_signature)" in text and "still serving v1" in text
-        assert "refused snapshot v3 (unsigned)" in text
+        assert "(bad_signature): snapshot v2: signature mismatch" in text
+        assert "(unsigned): snapshot v3 is not signed; still serving v1" in text
         assert "refused a record (incompatible)" in text and "a pickled River model" in text
 
         # The scorer is alive and takes the next properly signed snapshot.
