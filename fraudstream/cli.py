@@ -249,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(rollback)
     rollback.add_argument("version", type=_positive(int), metavar="VERSION")
+
+    keys = sub.add_parser("keys", help="snapshot signing keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    generate = ksub.add_parser(
+        "generate",
+        help="write a new Ed25519 pair: snapshot-signing.pem (the trainer's, mode 0600) and "
+        "snapshot-verify.pem (every reader's)",
+    )
+    _common(generate)
+    generate.add_argument("--out", type=Path, default=Path("."), metavar="DIR")
     return parser
 
 
@@ -340,9 +350,11 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from infra.kafka import check_reachable, check_topics
     from infra.metrics import Metrics
+    from infra.signing import verify_key
     from scorer.run import Scorer
 
     settings = _settings(args)
+    verify_key(settings)  # no snapshot is read unverified: no start without the key
     check_reachable(settings)
     t = settings.topics
     check_topics(settings, [t.transactions, t.scores, t.transactions_dlq, t.model_updates])
@@ -357,10 +369,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from infra.kafka import check_reachable, check_topics
     from infra.metrics import Metrics
+    from infra.signing import require_signing_key, verify_key
     from trainer.run import Trainer
     from trainer.tracking import MlflowLogger
 
     settings = _settings(args)
+    require_signing_key(settings, "the trainer")
+    verify_key(settings)
     check_reachable(settings)
     t = settings.topics
     check_topics(settings, [t.scores, t.labels, t.labels_dlq, t.model_updates])
@@ -397,8 +412,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fraudstream.benchmark.run import BenchOptions, run_bench
     from infra.broker import EmbeddedBroker
     from infra.kafka import check_reachable
+    from infra.signing import with_run_keys
 
-    settings = _settings(args)
+    # A self-contained run: a key pair of its own unless one is configured.
+    settings = with_run_keys(_settings(args))
     options = BenchOptions(
         records=args.records,
         rounds=args.rounds,
@@ -513,6 +530,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_up(settings, options)
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from infra.signing import key_id, parse_public_key, write_pair
+
+    private, public = write_pair(args.out)
+    kid = key_id(parse_public_key(public.read_text(), str(public)))
+    print(f"signing key (trainer, rollback; keep it secret): {private}")
+    print(f"verification key {kid} (scorers, trainer, MLflow model): {public}")
+    print(
+        f"set FRAUDSTREAM_SNAPSHOT_SIGNING_KEY_FILE={private} for the trainer and "
+        f"FRAUDSTREAM_SNAPSHOT_VERIFY_KEY_FILE={public} for every reader"
+    )
+    return 0
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     from datetime import datetime
 
@@ -545,7 +576,10 @@ def cmd_model(args: argparse.Namespace) -> int:
                 )
             return 0
         from infra.kafka import check_reachable, check_topics
+        from infra.signing import require_signing_key, verify_key
 
+        require_signing_key(settings, "`fraudstream model rollback` republishes a version and")
+        verify_key(settings)
         check_reachable(settings)
         check_topics(settings, [settings.topics.model_updates])
         snapshot = registry.rollback(settings, args.version)
@@ -575,6 +609,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "warm-up": cmd_warm_up,
     "model": cmd_model,
+    "keys": cmd_keys,
 }
 
 

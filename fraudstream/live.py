@@ -276,6 +276,9 @@ class Summary:
                 "  load the model:        "
                 f"mlflow.pyfunc.load_model('runs:/{self.mlflow_run}/model')",
             ]
+            keys = self.run_dir / "keys" / "snapshot-verify.pem"
+            if keys.exists():
+                lines.append(f"    with FRAUDSTREAM_SNAPSHOT_VERIFY_KEY_FILE={keys}")
         return "\n".join(lines)
 
 

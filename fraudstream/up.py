@@ -22,6 +22,14 @@ from fraudstream.live import LiveView, Scrape, Scraper, Summary
 from infra.broker import EmbeddedBroker, free_port, port_open
 from infra.config import Settings
 from infra.kafka import check_reachable
+from infra.signing import (
+    SIGNING_ENV,
+    VERIFY_ENV,
+    keys_configured,
+    require_signing_key,
+    verify_key,
+    write_pair,
+)
 from infra.topics import create_topics
 
 log = logging.getLogger(__name__)
@@ -108,6 +116,19 @@ def _ready(scrape: Scrape) -> bool:
 EMBEDDED_FETCH_WAIT_MS = 100
 
 
+def _snapshot_keys(settings: Settings, run_dir: Path, embedded: bool) -> dict[str, str]:
+    """The embedded demo signs with a key pair made for the run (written to the run directory,
+    where the verification key is at hand to load the MLflow model); with a real cluster the
+    configured keys are used, and a missing one is an error before anything starts."""
+    if keys_configured(settings) or not embedded:
+        require_signing_key(settings, "the trainer")
+        verify_key(settings)
+        return {}
+    private, public = write_pair(run_dir / "keys")
+    log.info("snapshot keys for this run: %s, verification key %s", private, public)
+    return {f"{SIGNING_ENV}_FILE": str(private), f"{VERIFY_ENV}_FILE": str(public)}
+
+
 def run_up(settings: Settings, options: UpOptions) -> int:
     broker: EmbeddedBroker | None = None
     stack = Stack()
@@ -136,6 +157,15 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             # the user's own is kept.
             env["FRAUDSTREAM_FETCH_WAIT_MAX_MS"] = str(EMBEDDED_FETCH_WAIT_MS)
         env.pop("FRAUDSTREAM_METRICS_PORT", None)
+        keys = _snapshot_keys(settings, run_dir, embedded=broker is not None)
+        env.update(keys)
+        if keys:  # this process reads the final snapshot for the summary
+            settings = settings.model_copy(
+                update={
+                    "snapshot_verify_key_file": Path(keys[f"{VERIFY_ENV}_FILE"]),
+                    "snapshot_signing_key_file": Path(keys[f"{SIGNING_ENV}_FILE"]),
+                }
+            )
         common = ["--config", options.config] if options.config else []
         produce_args = [
             "produce",

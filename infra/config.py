@@ -192,19 +192,36 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     challengers: ChallengerSettings = Field(default_factory=ChallengerSettings)
-    # HMAC key for model-updates: the trainer signs snapshots, scorers refuse unsigned or
-    # tampered ones. Unset: snapshots carry a SHA-256 only.
-    snapshot_key: SecretStr | None = None
+    # Ed25519 keys for model-updates (infra/signing.py): the trainer signs with the private
+    # key; every process that reads snapshots verifies with the public one and does not start
+    # without it. Each as PEM or base64 of the 32 raw bytes, or in a file.
+    snapshot_signing_key: SecretStr | None = None
+    snapshot_signing_key_file: Path | None = None
+    snapshot_verify_key: str | None = None
+    snapshot_verify_key_file: Path | None = None
+    # A snapshot numbered more than this above the one in service is refused (version_jump):
+    # one with a huge version would otherwise freeze readers on it.
+    snapshot_max_version_jump: int = Field(1_000_000, ge=1)
 
     @field_validator("bootstrap_servers")
     @classmethod
     def _non_blank(cls, v: str | None) -> str | None:
         return v.strip() or None if v is not None else None
 
-    @field_validator("snapshot_key")
+    @field_validator(
+        "snapshot_signing_key",
+        "snapshot_signing_key_file",
+        "snapshot_verify_key",
+        "snapshot_verify_key_file",
+        mode="before",
+    )
     @classmethod
-    def _key_or_none(cls, v: SecretStr | None) -> SecretStr | None:
-        return v if v is not None and v.get_secret_value() else None
+    def _key_not_empty(cls, v: object) -> object:
+        # An empty key is a mistake (a variable set from nothing), never "no signing".
+        text = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if isinstance(text, str) and not text.strip():
+            raise ValueError("is empty: give a key, or leave the setting unset")
+        return v
 
     @classmethod
     def settings_customise_sources(

@@ -1,9 +1,10 @@
 """Reading model snapshots from the compacted `model-updates` topic.
 
-Every snapshot is checked before anything is unpickled: signature (when
-`FRAUDSTREAM_SNAPSHOT_KEY` is set, an unsigned or tampered snapshot is refused), checksum, and
-the format and River version that wrote it. A refused snapshot is counted and logged; the
-model in service stays.
+Every snapshot is checked before its model is built: the Ed25519 signature with the trainer's
+public key (an unsigned or tampered snapshot is refused; a reader does not start without the
+key), the format (a pickled snapshot of an older fraudstream is refused, never unpickled), the
+model name, and how far its version jumps above the one in service. A refused snapshot is
+counted (`fraudstream_snapshots_refused_total{reason}`) and logged; the model in service stays.
 
 Warm start: when the topic was read to its end and held no valid snapshot (a new or restarted
 broker), the registry's champion is served instead of an untrained model.
@@ -23,9 +24,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from infra.config import Settings
 from infra.kafka import ErrorLogger, common_config
+from infra.signing import verify_key
 from schemas.snapshot import Snapshot, SnapshotError, decode_snapshot
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from infra.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -53,15 +57,29 @@ def snapshot_consumer(settings: Settings) -> Consumer:
     return consumer
 
 
-def check_snapshot(snapshot: Snapshot, key: bytes | None) -> None:
-    """Everything checked before a snapshot from outside is loaded. Raises SnapshotError."""
+def check_snapshot(
+    snapshot: Snapshot,
+    key: Ed25519PublicKey,
+    model_name: str,
+    served: int | None = None,
+    max_jump: int | None = None,
+) -> None:
+    """Everything checked before a snapshot from outside is loaded: signature, format, model
+    name and, with a version in service, how far above it this one is. Raises SnapshotError."""
     snapshot.verify(key)
     snapshot.check_compatible()
-
-
-def _key_of(settings: Settings) -> bytes | None:
-    key = settings.snapshot_key
-    return key.get_secret_value().encode() if key is not None else None
+    if snapshot.model_name != model_name:
+        raise SnapshotError(
+            f"snapshot v{snapshot.version} is of model {snapshot.model_name[:100]!r}, "
+            f"this process serves {model_name!r}",
+            "wrong_model",
+        )
+    if served is not None and max_jump is not None and snapshot.version - served > max_jump:
+        raise SnapshotError(
+            f"snapshot v{snapshot.version} jumps {snapshot.version - served} versions above "
+            f"v{served} in service (at most {max_jump}: snapshot_max_version_jump)",
+            "version_jump",
+        )
 
 
 class ModelWatcher:
@@ -93,7 +111,8 @@ class ModelWatcher:
         self.refused: Counter[str] = Counter()
         # Where the model in service came from: None (nothing loaded), "topic" or "registry".
         self.source: str | None = None
-        self.key = _key_of(settings)
+        # Raises ConfigError without a verification key: never read snapshots unverified.
+        self.key = verify_key(settings)
         self.warm_start = settings.registry.warm_start if warm_start is None else warm_start
         self.metrics = metrics if metrics is not None else _metrics_of(on_snapshot)
         self._stop = threading.Event()
@@ -163,10 +182,11 @@ class ModelWatcher:
         )
 
     def _handle(self, key: bytes | None, value: bytes | None) -> None:
+        # Records keyed by another model's name belong to it (the topic may carry several).
         if key is not None and key.decode("utf-8", "replace") != self.settings.model.name:
             return
         try:
-            snapshot = decode_snapshot(value)
+            snapshot = decode_snapshot(value, self.key)
         except SnapshotError as exc:
             self._refuse(exc, None)
             return
@@ -175,7 +195,13 @@ class ModelWatcher:
         if snapshot.version <= self.version and self.source != "registry":
             return
         try:
-            check_snapshot(snapshot, self.key)
+            check_snapshot(
+                snapshot,
+                self.key,
+                self.settings.model.name,
+                self.version if self.source is not None else None,
+                self.settings.snapshot_max_version_jump,
+            )
             self.on_snapshot(snapshot)
         except Exception as exc:  # noqa: BLE001  a bad model must not kill serving
             self._refuse(_as_error(exc), snapshot)

@@ -2,8 +2,8 @@
 
 Every model the trainer logs becomes a version of one registered model (`registry.name`,
 default `model.name`). The version carries the snapshot it was made from as the artifact
-`artifacts/snapshot.json` (the exact, checksummed and, with a key, signed `model-updates`
-record) and its lineage as tags. The alias `champion` points at the version in service.
+`artifacts/snapshot.json` (the exact signed `model-updates` record) and its lineage as tags.
+The alias `champion` points at the version in service.
 
 This module maps registry versions to the Kafka numbering: the tag `snapshot_version` is the
 `model-updates` version; a warm start continues above the highest one recorded, so versions
@@ -41,11 +41,6 @@ class RegistryError(FraudstreamError, RuntimeError):
 
 def registry_name(settings: Settings) -> str:
     return settings.registry.name or settings.model.name
-
-
-def snapshot_key(settings: Settings) -> bytes | None:
-    key = settings.snapshot_key
-    return key.get_secret_value().encode() if key is not None else None
 
 
 def configure_http(settings: Settings) -> None:
@@ -151,12 +146,16 @@ def champion_version(settings: Settings, mlflow_client: MlflowClient) -> ModelVe
 def champion_snapshot(settings: Settings) -> Snapshot | None:
     """The registry's champion as a snapshot to serve at once, or None when there is none.
 
-    Verified like a `model-updates` record (signature with a key, checksum, compatibility).
+    Verified like a `model-updates` record (signature, format, model name).
     Its input offsets are dropped: they belong to the topics it was trained on, which are
     gone (this is used when `model-updates` is empty). Its version is the highest snapshot
     version the registry records, so the trainer's next snapshots number above everything a
     scorer may have seen. Raises on a registry that is unreachable or a champion refused.
     """
+    from infra.model_updates import check_snapshot
+    from infra.signing import verify_key
+
+    key = verify_key(settings)
     uri = settings.mlflow_uri()
     if not store_exists(uri):
         return None
@@ -165,8 +164,7 @@ def champion_snapshot(settings: Settings) -> Snapshot | None:
     if mv is None:
         return None
     snapshot = download_snapshot(settings, mlflow_client, mv)
-    snapshot.verify(snapshot_key(settings))
-    snapshot.check_compatible()
+    check_snapshot(snapshot, key, settings.model.name)
     top = highest_snapshot_version(mlflow_client, registry_name(settings))
     return snapshot.model_copy(
         update={
@@ -254,14 +252,22 @@ def apply_retention(settings: Settings, mlflow_client: MlflowClient) -> list[str
 def rollback(settings: Settings, version: int) -> Snapshot:
     """Serve registry version `version` again: republish it on `model-updates` as the next
     snapshot version (scorers load it at once; a running trainer adopts it and learns on from
-    it) and point the champion alias at it. Returns the snapshot published."""
+    it) and point the champion alias at it. Returns the snapshot published.
+
+    The republished snapshot has a new version and new offsets, so it is signed anew: a
+    rollback needs the trainer's signing key (a reader's public key cannot sign, and an old
+    signed snapshot replayed under a new number would let anyone who can write the topic roll
+    the model back). The registry version is verified with the public key first."""
     from confluent_kafka import Producer
 
     from infra.kafka import producer_config
-    from infra.model_updates import read_latest_snapshot
+    from infra.model_updates import check_snapshot, read_latest_snapshot
+    from infra.signing import require_signing_key, verify_key
     from infra.topics import SNAPSHOT_MAX_BYTES
     from schemas.snapshot import encode_snapshot, make_snapshot
 
+    key = require_signing_key(settings, "`fraudstream model rollback` republishes a version and")
+    public = verify_key(settings)
     mlflow_client = client(settings)
     name = registry_name(settings)
     try:
@@ -271,9 +277,8 @@ def rollback(settings: Settings, version: int) -> Snapshot:
             raise RegistryError(f"{name} has no registry version {version}") from None
         raise
     old = download_snapshot(settings, mlflow_client, mv)
-    key = snapshot_key(settings)
     try:
-        old.verify(key)
+        check_snapshot(old, public, settings.model.name)
         model = old.load_model()
     except SnapshotError as exc:
         raise RegistryError(f"registry version {version} refused: {exc}") from None

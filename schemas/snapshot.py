@@ -1,46 +1,49 @@
-"""The `model-updates` wire format: a model snapshot with its metadata, a checksum and, when a
-key is configured, an HMAC signature.
+"""The `model-updates` wire format: a model snapshot as data, signed with Ed25519.
 
-Value: one JSON object. The pipeline is pickled (River's native persistence) and base64
-encoded; `sha256` covers those pickle bytes, and `signature` (HMAC-SHA256, hex) covers every
-other field, `sha256` included, so it binds the model bytes too. Nothing is unpickled before
-the checks pass: `verify` (signature and checksum) and `check_compatible` (format and the River
-version that wrote it), both run by `load_model` except the signature, which needs the key.
+Value: one JSON object, format `fraudstream-model/2`. The model is plain data (`model`: the
+scaler's statistics, the weights, the intercept and the optimizer state, see
+`scorer.model_data`), so reading a snapshot never executes anything it holds. `signature` is
+the base64 Ed25519 signature, by the trainer's private key, of every other field (the JSON
+object with sorted keys, as read from the wire: fields this version does not know are covered
+too); `signer` names the public key (the first 16 hex digits of its SHA-256). Readers verify
+with the public key only (`verify`); an unsigned snapshot is refused like a tampered one.
 
-`challengers` (absent from older snapshots: an empty list) carries the trainer's challengers,
-each with its own pickled pipeline and `sha256`. The signature covers that list whole, model
-bytes included: a reader that predates the field signs every field it finds on the wire, so it
-verifies these snapshots too. `verify` checks every challenger's checksum as well.
+`challengers` carries the trainer's challengers, each with its own model data; `label_state`
+is the trainer's label-fed state (opaque here). Both are signed with everything else.
+
+Snapshots of the pickle era (`river-pickle/1`) are refused with one line and never unpickled.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
-import pickle
 import platform
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from core.errors import FraudstreamError
+from scorer.model_data import ModelData, ModelDataError, pipeline_from_data, pipeline_to_data
 
-FORMAT = "river-pickle/1"
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+FORMAT = "fraudstream-model/2"
+# Formats whose model is a pickle: refused, never loaded.
+PICKLE_FORMATS = frozenset({"river-pickle/1"})
 
 # topic -> partition (as str, JSON keys) -> offset
 Offsets = dict[str, dict[str, int]]
 
-# Fields the signature does not cover: itself, and the model bytes (bound through `sha256`).
-_UNSIGNED = ("signature", "model_b64")
-
 
 class SnapshotError(FraudstreamError, ValueError):
     """A snapshot that cannot be loaded. `reason` is a short stable code for metrics:
-    invalid, checksum, unsigned, bad_signature, incompatible, load_failed."""
+    invalid, unsigned, bad_signature, incompatible, wrong_model, version_jump, load_failed."""
 
     def __init__(self, message: str, reason: str = "invalid") -> None:
         super().__init__(message)
@@ -49,31 +52,21 @@ class SnapshotError(FraudstreamError, ValueError):
 
 def _canonical(fields: dict[str, Any]) -> bytes:
     return orjson.dumps(
-        {k: v for k, v in fields.items() if k not in _UNSIGNED}, option=orjson.OPT_SORT_KEYS
+        {k: v for k, v in fields.items() if k != "signature"}, option=orjson.OPT_SORT_KEYS
     )
 
 
-def _series(version: str) -> str:
-    """The part of a version that must match for a pickle to load: the major version, and the
-    minor one too below 1.0 (River 0.x changes its classes between minor releases)."""
-    parts = version.split(".")
-    if parts[0] == "0" and len(parts) > 1:
-        return f"0.{parts[1]}"
-    return parts[0]
+def _digest(data: ModelData) -> str:
+    return hashlib.sha256(
+        orjson.dumps(data.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
 
 
-def _decode_b64(data: str, what: str) -> bytes:
+def _to_data(pipeline: Any, what: str) -> ModelData:
     try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise SnapshotError(f"{what}: model_b64 is not base64", "checksum") from None
-
-
-def _unpickle(raw: bytes, what: str) -> Any:
-    try:
-        return pickle.loads(raw)
-    except Exception as exc:  # noqa: BLE001  any unpickling failure is one clear error
-        raise SnapshotError(f"{what}: the model does not load: {exc}", "load_failed") from None
+        return pipeline_to_data(pipeline)
+    except ModelDataError as exc:
+        raise SnapshotError(f"{what}: {exc}", "invalid") from None
 
 
 class ChallengerSnapshot(BaseModel):
@@ -83,24 +76,20 @@ class ChallengerSnapshot(BaseModel):
     # Its model settings (as `Snapshot.hyperparameters`).
     hyperparameters: dict[str, float | str] = Field(default_factory=dict)
     # Its rolling progressive quality then, and how many labels that evaluated. The rolling
-    # windows themselves are not stored (~130 KB each against ~3 KB for the pipeline).
+    # windows themselves are not stored (~130 KB each against ~3 KB for the model).
     metrics: dict[str, float] = Field(default_factory=dict)
     labels_seen: int = Field(0, ge=0)
     # Consecutive checks at which it beat the champion by the margin.
     streak: int = Field(0, ge=0)
-    sha256: str
-    model_b64: str
+    model: ModelData
 
-    def model_bytes(self) -> bytes:
-        return _decode_b64(self.model_b64, f"challenger {self.name!r}")
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the model data (canonical JSON): names this exact model."""
+        return _digest(self.model)
 
-    def verify(self, version: int) -> bytes:
-        raw = self.model_bytes()
-        if hashlib.sha256(raw).hexdigest() != self.sha256:
-            raise SnapshotError(
-                f"snapshot v{version}: checksum mismatch of challenger {self.name!r}", "checksum"
-            )
-        return raw
+    def load(self) -> Any:
+        return pipeline_from_data(self.model)
 
 
 def challenger_snapshot(
@@ -111,15 +100,15 @@ def challenger_snapshot(
     labels_seen: int = 0,
     streak: int = 0,
 ) -> ChallengerSnapshot:
-    raw = pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL)
+    """Raises SnapshotError for a pipeline that cannot be written as data (another shape,
+    non-finite parameters)."""
     return ChallengerSnapshot(
         name=name,
         hyperparameters=hyperparameters,
         metrics=metrics or {},
         labels_seen=labels_seen,
         streak=streak,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        model_b64=base64.b64encode(raw).decode("ascii"),
+        model=_to_data(pipeline, f"challenger {name!r}"),
     )
 
 
@@ -138,6 +127,7 @@ class Snapshot(BaseModel):
     # Every record below these offsets had been processed when the snapshot was taken.
     processed_offsets: Offsets = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+    # The versions that wrote it (lineage only: the model is data, it loads anywhere).
     library_versions: dict[str, str] = Field(default_factory=dict)
     # trainer: learned and published by the trainer; rollback: an earlier registry version
     # republished by `fraudstream model rollback`; registry: a champion loaded at warm start.
@@ -149,102 +139,93 @@ class Snapshot(BaseModel):
     candidate: str | None = None
     hyperparameters: dict[str, float | str] = Field(default_factory=dict)
     # The challengers learning beside this champion, and the promotion state (hysteresis),
-    # so a restarted trainer goes on with them trained. Signed with everything else.
+    # so a restarted trainer goes on with them trained.
     challengers: list[ChallengerSnapshot] = Field(default_factory=list)
     promotions: int = Field(0, ge=0)
     labels_since_promotion: int = Field(0, ge=0)
     # What the model knows from labels beyond its weights (`core.label_state`): scorers serve
     # it with the weights. Data, signed with the rest; None in snapshots without it.
     label_state: dict[str, Any] | None = None
-    sha256: str
-    model_b64: str
+    model: ModelData
+    # Key id of the public key that verifies `signature` (infra.signing.key_id).
+    signer: str | None = None
     signature: str | None = None
 
     # The canonical signed bytes of the record as read from the wire (decode_snapshot): every
     # field present there, also fields this version does not know.
     _signed: bytes | None = PrivateAttr(default=None)
 
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the champion's model data (canonical JSON): names this exact model."""
+        return _digest(self.model)
+
     def signed_payload(self) -> bytes:
         if self._signed is not None:
             return self._signed
         return _canonical(self.model_dump(mode="json"))
 
-    def sign(self, key: bytes) -> Snapshot:
-        """A copy carrying the HMAC-SHA256 of its metadata under `key`."""
-        unsigned = self.model_copy(update={"signature": None})
+    def sign(self, key: Ed25519PrivateKey) -> Snapshot:
+        """A copy signed with `key` (the signature covers every other field, `signer` too)."""
+        from infra.signing import key_id, sign
+
+        unsigned = self.model_copy(update={"signature": None, "signer": key_id(key.public_key())})
         unsigned._signed = None
-        mac = hmac.new(key, unsigned.signed_payload(), hashlib.sha256).hexdigest()
-        signed = unsigned.model_copy(update={"signature": mac})
+        signed = unsigned.model_copy(update={"signature": sign(key, unsigned.signed_payload())})
+        signed._signed = None
         return signed
 
-    def model_bytes(self) -> bytes:
-        return _decode_b64(self.model_b64, f"snapshot v{self.version}")
-
-    def verify(self, key: bytes | None) -> None:
-        """Check the signature (when a key is given: a snapshot without one is refused) and the
-        checksum of the model bytes, the challengers' too. Raises SnapshotError; never unpickles
-        anything."""
-        if key is not None:
-            if not self.signature:
-                raise SnapshotError(
-                    f"snapshot v{self.version} is not signed and a snapshot key is configured",
-                    "unsigned",
-                )
-            expected = hmac.new(key, self.signed_payload(), hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(expected, self.signature):
-                raise SnapshotError(
-                    f"snapshot v{self.version}: signature mismatch (tampered, or signed with "
-                    "another key)",
-                    "bad_signature",
-                )
-        if hashlib.sha256(self.model_bytes()).hexdigest() != self.sha256:
-            raise SnapshotError(f"snapshot v{self.version}: checksum mismatch", "checksum")
-        for challenger in self.challengers:
-            challenger.verify(self.version)
+    def verify(self, key: Ed25519PublicKey) -> None:
+        """Check the signature with the trainer's public key. Raises SnapshotError (unsigned,
+        bad_signature)."""
+        _check_signature(key, self.signed_payload(), self.signature, self.signer, self.version)
 
     def check_compatible(self) -> None:
-        """Refuse, with one clear line, a snapshot this process cannot load safely."""
+        """Refuse, with one clear line, a snapshot of a format this process does not read."""
         if self.format != FORMAT:
-            raise SnapshotError(
-                f"snapshot v{self.version} has format {self.format!r}, this fraudstream reads "
-                f"{FORMAT!r}: load it with the fraudstream that wrote it, or retrain",
-                "incompatible",
-            )
-        import river
-
-        written = self.library_versions.get("river")
-        if written is None:
-            raise SnapshotError(
-                f"snapshot v{self.version} does not say which river version wrote it: "
-                "refusing to unpickle it",
-                "incompatible",
-            )
-        if _series(written) != _series(river.__version__):
-            raise SnapshotError(
-                f"snapshot v{self.version} was written with river {written}, this process has "
-                f"river {river.__version__}: a River model pickled by river "
-                f"{_series(written)}.x loads only there (install it, or retrain)",
-                "incompatible",
-            )
+            raise SnapshotError(_format_message(self.version, self.format), "incompatible")
 
     def load_model(self) -> Any:
+        """The champion as a new River pipeline, rebuilt from the snapshot's data."""
         self.check_compatible()
-        raw = self.model_bytes()
-        if hashlib.sha256(raw).hexdigest() != self.sha256:
-            raise SnapshotError(f"snapshot v{self.version}: checksum mismatch", "checksum")
-        return _unpickle(raw, f"snapshot v{self.version}")
+        return pipeline_from_data(self.model)
 
     def load_challengers(self) -> list[tuple[str, Any]]:
         """(name, pipeline) of each challenger, in snapshot order; empty for a snapshot without
-        any. Checked like `load_model` (compatibility, each checksum) before unpickling."""
+        any."""
         if not self.challengers:
             return []
         self.check_compatible()
-        raws = [(c.name, c.verify(self.version)) for c in self.challengers]
-        return [
-            (name, _unpickle(raw, f"snapshot v{self.version} challenger {name!r}"))
-            for name, raw in raws
-        ]
+        return [(c.name, c.load()) for c in self.challengers]
+
+
+def _check_signature(
+    key: Ed25519PublicKey, payload: bytes, signature: object, signer: object, version: object
+) -> None:
+    from infra.signing import key_id, verify
+
+    shown = f"v{version}" if isinstance(version, int) else "record"
+    if not signature:
+        raise SnapshotError(f"snapshot {shown} is not signed", "unsigned")
+    if not isinstance(signature, str) or not verify(key, payload, signature):
+        expected = key_id(key)
+        other = (
+            f"signed by key {signer[:16]}, this process verifies with {expected}"
+            if isinstance(signer, str) and signer and signer != expected
+            else "tampered with, or signed with another key"
+        )
+        raise SnapshotError(f"snapshot {shown}: signature mismatch ({other})", "bad_signature")
+
+
+def _format_message(version: object, fmt: object) -> str:
+    shown = f"v{version}" if isinstance(version, int) else "record"
+    if fmt in PICKLE_FORMATS:
+        return (
+            f"snapshot {shown} has format {fmt!r}, a pickled River model: fraudstream never "
+            f"unpickles snapshots and reads {FORMAT!r} only (let a trainer of this version "
+            "publish a new one)"
+        )
+    return f"snapshot {shown} has format {str(fmt)[:64]!r}, this fraudstream reads {FORMAT!r}"
 
 
 def library_versions() -> dict[str, str]:
@@ -270,7 +251,7 @@ def make_snapshot(
     metrics: dict[str, float],
     *,
     label_counts: dict[str, int] | None = None,
-    key: bytes | None = None,
+    key: Ed25519PrivateKey | None = None,
     origin: str = "trainer",
     registry_version: int | None = None,
     candidate: str | None = None,
@@ -281,7 +262,8 @@ def make_snapshot(
     labels_since_promotion: int = 0,
     label_state: dict[str, Any] | None = None,
 ) -> Snapshot:
-    raw = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    """A snapshot of `model` (a River pipeline), signed when `key` is given. Raises
+    SnapshotError for a model that cannot be written as data."""
     snapshot = Snapshot(
         model_name=model_name,
         version=version,
@@ -301,8 +283,7 @@ def make_snapshot(
         promotions=promotions,
         labels_since_promotion=labels_since_promotion,
         label_state=label_state,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        model_b64=base64.b64encode(raw).decode("ascii"),
+        model=_to_data(model, f"snapshot v{version}"),
     )
     return snapshot.sign(key) if key is not None else snapshot
 
@@ -311,7 +292,11 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
     return orjson.dumps(snapshot.model_dump(mode="json"))
 
 
-def decode_snapshot(raw: bytes | None) -> Snapshot:
+def decode_snapshot(raw: bytes | None, key: Ed25519PublicKey | None = None) -> Snapshot:
+    """Parse a record. Raises SnapshotError: invalid (not a snapshot), incompatible (another
+    format, a pickle among them: refused before anything else is looked at). With `key`, the
+    signature is checked on the raw fields before they are validated (unsigned,
+    bad_signature): nothing from an unverified record is built."""
     if not raw:
         raise SnapshotError("empty snapshot record")
     try:
@@ -320,11 +305,18 @@ def decode_snapshot(raw: bytes | None) -> Snapshot:
         raise SnapshotError(f"invalid snapshot: not JSON ({exc})") from None
     if not isinstance(fields, dict):
         raise SnapshotError("invalid snapshot: not a JSON object")
+    fmt = fields.get("format")
+    if fmt != FORMAT:
+        raise SnapshotError(_format_message(fields.get("version"), fmt), "incompatible")
+    signed = _canonical(fields)
+    if key is not None:
+        version = fields.get("version")
+        _check_signature(key, signed, fields.get("signature"), fields.get("signer"), version)
     try:
         snapshot = Snapshot.model_validate(fields)
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         loc = ".".join(str(p) for p in err["loc"]) or "<root>"
         raise SnapshotError(f"invalid snapshot: {loc}: {err['msg']}") from None
-    snapshot._signed = _canonical(fields)
+    snapshot._signed = signed
     return snapshot

@@ -33,7 +33,7 @@ class ShadowModels:
     def from_snapshot(cls, snapshot: Snapshot) -> ShadowModels | None:
         """The snapshot's challengers, compiled; None when it carries none (or none loads).
         Call it only on a snapshot already checked (`ModelWatcher` does, before
-        `on_snapshot`); each challenger's checksum is checked again before unpickling."""
+        `on_snapshot`); each challenger is rebuilt from its data."""
         try:
             pipelines = snapshot.load_challengers()
         except SnapshotError as exc:

@@ -11,7 +11,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from infra.config import Settings, Topics, load_settings
+from infra.signing import SIGNING_ENV, VERIFY_ENV, generate_pair
 from infra.topics import create_topics
+
+# One snapshot key pair for the whole test session, as `fraudstream up` makes one per run.
+TEST_SIGNING_KEY, TEST_VERIFY_KEY = generate_pair()
 
 
 def _container_bootstrap() -> Iterator[str]:
@@ -41,6 +45,18 @@ def bootstrap() -> Iterator[str]:
 SettingsFactory = Callable[..., Settings]
 
 
+def _set_test_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SIGNING_ENV, TEST_SIGNING_KEY)
+    monkeypatch.setenv(VERIFY_ENV, TEST_VERIFY_KEY)
+
+
+@pytest.fixture(autouse=True)
+def snapshot_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test signs and verifies snapshots with the session's key pair (settings loaded
+    from the environment, `fraudstream` subprocesses, the MLflow pyfunc)."""
+    _set_test_keys(monkeypatch)
+
+
 @pytest.fixture
 def make_settings(
     bootstrap: str, tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
@@ -49,6 +65,7 @@ def make_settings(
     for key in list(os.environ):
         if key.startswith("FRAUDSTREAM_") and not key.startswith("FRAUDSTREAM_TEST_"):
             monkeypatch.delenv(key)
+    _set_test_keys(monkeypatch)
 
     def factory(partitions: int = 4, **overrides: object) -> Settings:
         suffix = uuid.uuid4().hex[:10]
@@ -82,4 +99,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env["FRAUDSTREAM_TRAINER__GROUP_ID"] = settings.trainer.group_id
     env["FRAUDSTREAM_TRAINER__SNAPSHOT_EVERY_S"] = str(settings.trainer.snapshot_every_s)
     env["FRAUDSTREAM_TRAINER__MLFLOW_EVERY_S"] = str(settings.trainer.mlflow_every_s)
+    if settings.snapshot_signing_key is not None:
+        env[SIGNING_ENV] = settings.snapshot_signing_key.get_secret_value()
+    if settings.snapshot_verify_key is not None:
+        env[VERIFY_ENV] = settings.snapshot_verify_key
     return env

@@ -13,6 +13,8 @@ import pytest
 from core.durations import parse_duration
 from fraudstream.cli import build_parser
 from infra.config import ConfigError, load_settings
+from infra.signing import SIGNING_ENV, VERIFY_ENV
+from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY
 
 
 def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,6 +41,8 @@ def test_bad_values_name_themselves(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def _run(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    # The session's snapshot keys, so errors after the key check are reached.
+    env.update({SIGNING_ENV: TEST_SIGNING_KEY, VERIFY_ENV: TEST_VERIFY_KEY})
     env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "fraudstream.cli", *args],

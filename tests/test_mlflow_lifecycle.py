@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import random
 import re
 import subprocess
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import mlflow
 import numpy as np
 import orjson
@@ -38,6 +40,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from infra.broker import EmbeddedBroker
 from infra.config import Settings, load_settings
 from infra.metrics import Metrics
+from infra.signing import SIGNING_ENV, VERIFY_ENV
 from infra.topics import create_topics
 from producer.run import ProduceOptions, run_producer
 from schemas.snapshot import Snapshot, decode_snapshot
@@ -53,6 +56,10 @@ pytestmark = pytest.mark.integration
 
 
 # -- helpers (also used by test_mlflow_server.py and test_snapshot_security.py) ---------------
+
+
+def _no_unpickling(*args: object, **kwargs: object) -> object:
+    raise AssertionError("something was unpickled")
 
 
 def wait_for(
@@ -278,7 +285,7 @@ def test_registry_versions_with_lineage_and_champion_scores_like_the_scorer(
     assert params["scorer.threshold"] == str(settings.scorer.threshold)
     assert params["registry.keep_versions"] == "2"
     assert "amount" in params["features.dense"].split(",")
-    assert "kafka" not in " ".join(params) and "snapshot_key" not in params
+    assert "kafka" not in " ".join(params) and "snapshot_signing" not in " ".join(params)
     assert run.data.tags["code_version"].startswith("fraudstream ")
     history = sorted(
         client.get_metric_history(run.info.run_id, "model_version"), key=lambda m: m.step
@@ -287,9 +294,26 @@ def test_registry_versions_with_lineage_and_champion_scores_like_the_scorer(
     steps = {s.version: s.labels_learned for s in tail.all}
     assert [m.step for m in history] == [steps[int(m.value)] for m in history]
 
-    # Plain MLflow: the champion scores the feature vectors exactly as the scorer did.
+    # The MLflow model is code and a signed snapshot: nothing of ours is pickled.
+    model_dir = model_files[0].parent
+    assert not list(model_dir.rglob("*.pkl")) and (model_dir / "pyfunc_model.py").exists()
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in model_files[0].read_text()
+    assert (model_dir / "artifacts" / "snapshot.json").exists()
+
+    # Plain MLflow: the champion scores the feature vectors exactly as the scorer did, and
+    # loads with unpickling made impossible.
     mlflow.set_tracking_uri(settings.mlflow_uri())
-    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(SIGNING_ENV)
+        mp.delenv(VERIFY_ENV)
+        with pytest.raises(Exception, match=VERIFY_ENV):
+            mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (pickle, cloudpickle):
+            for fn in ("load", "loads"):
+                mp.setattr(module, fn, _no_unpickling)
+        mp.delenv(SIGNING_ENV)  # the public key is all it needs
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     assert model.metadata.signature is not None
     served = [r for r in records if r["model_version"] == latest]
     assert len(served) >= 300
@@ -544,6 +568,17 @@ def test_rollback_serves_an_earlier_version_and_the_trainer_learns_on_from_it(
         assert labels_v1 == 300
         tail = Snapshots(settings)
         before = max(s.version for s in tail.read())
+
+        # A rollback publishes a new snapshot: without the signing key it is refused.
+        unsigned = subprocess.run(
+            [sys.executable, "-m", "fraudstream.cli", "model", "rollback", "1"],
+            env={k: v for k, v in env.items() if k != SIGNING_ENV},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert unsigned.returncode == 2 and SIGNING_ENV in unsigned.stderr
+        assert len(unsigned.stderr.strip().splitlines()) == 1, unsigned.stderr
 
         cli = subprocess.run(
             [sys.executable, "-m", "fraudstream.cli", "model", "rollback", "1"],

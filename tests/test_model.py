@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
+import copy
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -169,7 +169,7 @@ def test_legacy_pipeline_still_scores_as_river_and_upgrades_to_the_clipped_scale
     reference = np.array([predict_one(legacy, x) for x in batch.dicts()])
     old = CompiledModel.from_pipeline(legacy, 1).predict_proba(batch)
     assert np.max(np.abs(old - reference)) < 1e-9
-    upgraded = upgrade_pipeline(pickle.loads(pickle.dumps(legacy)))
+    upgraded = upgrade_pipeline(copy.deepcopy(legacy))
     assert not is_legacy(upgraded) and isinstance(upgraded["scale"], DenseScaler)
     again = np.array([predict_one(upgraded, x) for x in batch.dicts()])
     compiled = CompiledModel.from_pipeline(upgraded, 2)

@@ -32,6 +32,7 @@ from river import metrics as river_metrics
 from infra.config import ModelSettings, Settings
 from infra.metrics import Metrics
 from infra.model_updates import check_snapshot, snapshot_consumer
+from infra.signing import verify_key
 from schemas.snapshot import (
     ChallengerSnapshot,
     Snapshot,
@@ -141,10 +142,11 @@ class Guardrails:
 class RollbackWatcher:
     """Background reader of `model-updates` handing over rollback snapshots (`take`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        key = settings.snapshot_key
-        self.key = key.get_secret_value().encode() if key is not None else None
+        self.metrics = metrics
+        # Raises ConfigError without a verification key (or the signing key it derives from).
+        self.key = verify_key(settings)
         self.min_version = 0
         self._pending: Snapshot | None = None
         self._lock = threading.Lock()
@@ -195,9 +197,17 @@ class RollbackWatcher:
                 if snapshot.origin != "rollback" or snapshot.version <= self.min_version:
                     continue
                 try:
-                    check_snapshot(snapshot, self.key)
+                    check_snapshot(
+                        snapshot,
+                        self.key,
+                        name,
+                        self.min_version,
+                        self.settings.snapshot_max_version_jump,
+                    )
                 except SnapshotError as exc:
-                    log.warning("rollback v%d refused: %s", snapshot.version, exc)
+                    if self.metrics is not None:
+                        self.metrics.snapshots_refused.labels(exc.reason).inc()
+                    log.warning("rollback v%d refused (%s): %s", snapshot.version, exc.reason, exc)
                     continue
                 with self._lock:
                     self._pending = snapshot

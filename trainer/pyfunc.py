@@ -5,9 +5,11 @@ the same probabilities as the live scorer) or of raw transactions in the wire fo
 features are built with empty per-card history and the snapshot's label-fed state, as the
 scorers serve it). It returns the probability of fraud.
 
-The model's one artifact is `snapshot.json`: the exact `model-updates` record it was logged
-from. Loading checks its checksum and the River version that wrote it (and its signature when
-`FRAUDSTREAM_SNAPSHOT_KEY` is set) before unpickling.
+It is logged as code (`trainer/pyfunc_model.py`, MLflow's models-from-code): no pickle. Its
+model is the artifact `snapshot.json`, the exact signed `model-updates` record it was logged
+from; loading verifies its signature with the trainer's public key
+(`FRAUDSTREAM_SNAPSHOT_VERIFY_KEY` or `FRAUDSTREAM_SNAPSHOT_VERIFY_KEY_FILE`: without one the
+model does not load) and rebuilds the River pipeline from its data.
 
 The signature lists every column either form may have, all optional: the raw transaction
 fields, the dense features, and the one-hot features the model has weights for (a one-hot
@@ -17,8 +19,7 @@ column the model never saw carries no weight, so MLflow dropping it changes noth
 from __future__ import annotations
 
 import math
-import os
-import pickle
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
@@ -30,7 +31,7 @@ from mlflow.types.schema import AnyType
 
 from core.label_state import LabelState
 from schemas import Transaction
-from schemas.snapshot import decode_snapshot
+from schemas.snapshot import SnapshotError, decode_snapshot
 from scorer.features import FeatureBuilder
 from scorer.model import feature_names, predict_one
 
@@ -100,21 +101,26 @@ def _raw_rows(df: pd.DataFrame, labels: LabelState) -> list[dict[str, float]]:
 
 class FraudModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
+        from infra.config import load_settings
+        from infra.signing import verify_key
+
         artifacts = context.artifacts
-        self.version: int | None = None
-        self.labels = LabelState()
-        if "snapshot" in artifacts:
-            with open(artifacts["snapshot"], "rb") as f:
-                snapshot = decode_snapshot(f.read())
-            key = os.environ.get("FRAUDSTREAM_SNAPSHOT_KEY")
-            snapshot.verify(key.encode() if key else None)
-            self.pipeline = snapshot.load_model()
-            self.version = snapshot.version
-            if snapshot.label_state is not None:  # served with the weights, as scorers do
-                self.labels = LabelState.from_data(snapshot.label_state)
-        else:  # models logged before snapshots were (a bare pickle)
-            with open(artifacts["pipeline"], "rb") as f:
-                self.pipeline = pickle.load(f)
+        if "snapshot" not in artifacts:
+            raise SnapshotError(
+                "this MLflow model has no snapshot.json: logged by an older fraudstream (a "
+                "pickled pipeline), which is never unpickled",
+                "incompatible",
+            )
+        key = verify_key(load_settings())
+        snapshot = decode_snapshot(Path(artifacts["snapshot"]).read_bytes())
+        snapshot.verify(key)
+        self.pipeline = snapshot.load_model()
+        self.version: int | None = snapshot.version
+        self.labels = (  # served with the weights, as scorers do
+            LabelState.from_data(snapshot.label_state)
+            if snapshot.label_state is not None
+            else LabelState()
+        )
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
         if RAW_COLUMNS.issubset(model_input.columns):

@@ -30,7 +30,7 @@ from infra.gc_tuning import quiet_gc
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from infra.model_updates import read_latest_snapshot
-from infra.registry import snapshot_key
+from infra.signing import require_signing_key
 from infra.topics import SNAPSHOT_MAX_BYTES
 from schemas import DecodeError
 from schemas.fast import decode_label_fast
@@ -120,10 +120,12 @@ class Trainer(TrainerLifecycle):
         # When the first batch of records was handed to `_handle` (perf_counter; benchmarks).
         self.first_record_at: float | None = None
         # Model lifecycle (trainer/lifecycle.py): publish only sane snapshots; adopt rollbacks.
+        # The private key snapshots are signed with (ConfigError without one): first, so a
+        # trainer without it stops before connecting anywhere.
+        self.key = require_signing_key(settings, "the trainer")
         self.guardrails = Guardrails(settings)
-        self.rollbacks = RollbackWatcher(settings)
+        self.rollbacks = RollbackWatcher(settings, metrics)
         self.arena = Arena(settings)
-        self.key = snapshot_key(settings)
         if mlflow_logger is not None:
             mlflow_logger.metrics = metrics
         self.producer: Producer = make_producer(

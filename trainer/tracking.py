@@ -40,6 +40,8 @@ from schemas.snapshot import Snapshot, encode_snapshot
 
 log = logging.getLogger(__name__)
 
+# The MLflow model's code (models-from-code).
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Per log_batch call (MLflow's limit is 1000 metrics).
 BATCH = 1000
 
@@ -103,12 +105,19 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = str(value)
 
 
+_KEY_SETTINGS = (
+    "snapshot_signing_key",
+    "snapshot_signing_key_file",
+    "snapshot_verify_key",
+    "snapshot_verify_key_file",
+)
+
+
 def config_params(settings: Settings) -> dict[str, str]:
     """The settings as run parameters, without anything that may hold a secret (client
-    properties, the tracking URI, the snapshot key)."""
-    data = settings.model_dump(
-        mode="json", exclude={"kafka", "mlflow_tracking_uri", "snapshot_key", "metrics_port"}
-    )
+    properties, the tracking URI, the snapshot keys)."""
+    exclude = {"kafka", "mlflow_tracking_uri", "metrics_port", *_KEY_SETTINGS}
+    data = settings.model_dump(mode="json", exclude=exclude)
     out: dict[str, str] = {}
     _flatten("", data, out)
     return out
@@ -132,6 +141,7 @@ def lineage(settings: Settings, snapshot: Snapshot, features: list[str]) -> dict
         "library_versions": snapshot.library_versions,
         "sha256": snapshot.sha256,
         "signed": snapshot.signature is not None,
+        "signer": snapshot.signer,
         "code": code_version(),
         "config": config_params(settings),
     }
@@ -155,6 +165,7 @@ def _version_tags(info: dict[str, Any]) -> dict[str, str]:
         "river_version": info["library_versions"].get("river", ""),
         "sha256": info["sha256"],
         "signed": str(info["signed"]).lower(),
+        "signer": info["signer"] or "",
         **{k: v for k, v in info["code"].items()},
     }
     tags.update({f"metric.{k}": repr(v) for k, v in info["metrics"].items()})
@@ -394,7 +405,7 @@ class MlflowLogger:
         import mlflow
         from mlflow.entities import Metric
 
-        from trainer.pyfunc import FraudModel, input_example, model_features, model_signature
+        from trainer.pyfunc import input_example, model_features, model_signature
 
         started = time.monotonic()
         pipeline = snapshot.load_model()
@@ -408,7 +419,8 @@ class MlflowLogger:
             lineage_path.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
             logged = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=FraudModel(),
+                # Logged as code, not pickled: loading it unpickles nothing.
+                python_model=str(PYFUNC_CODE),
                 artifacts={"snapshot": str(snap_path), "lineage": str(lineage_path)},
                 signature=model_signature(pipeline),
                 input_example=input_example(),

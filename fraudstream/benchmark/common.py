@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fraudstream.benchmark.model import publish_trained_model
 from infra.config import Settings, Topics
 from infra.kafka import common_config, make_consumer, make_producer
+from infra.signing import private_pem, public_pem, signing_key, verify_key
 from producer.generator import TransactionGenerator
 
 log = logging.getLogger(__name__)
@@ -207,13 +208,17 @@ class OutputReader:
         return len(self.arrivals) >= n
 
 
-def topic_env(settings: Settings, topics: Topics, group: str) -> dict[str, str]:
+def topic_env(
+    settings: Settings, topics: Topics, group: str, *, signs: bool = False
+) -> dict[str, str]:
     """The environment of a target process: the bench's own settings (whatever file or
-    environment they came from: client settings, batch sizes, snapshot key), on `topics`."""
+    environment they came from: client settings, batch sizes, the snapshot verification key),
+    on `topics`. Only a target that `signs` (a trainer) gets the private key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
-    for name, value in settings.model_dump(exclude={"kafka", "topics"}).items():
-        if name == "snapshot_key":
-            value = settings.snapshot_key.get_secret_value() if settings.snapshot_key else None
+    exclude = {"kafka", "topics", "snapshot_signing_key", "snapshot_signing_key_file"}
+    for name, value in settings.model_dump(exclude=exclude).items():
+        if name == "snapshot_verify_key" and value is None:
+            value = public_pem(verify_key(settings))
         if value is None:
             continue
         text = orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
@@ -222,6 +227,9 @@ def topic_env(settings: Settings, topics: Topics, group: str) -> dict[str, str]:
     for name, value in topics.model_dump().items():
         env[f"FRAUDSTREAM_TOPICS__{name.upper()}"] = value
     env["FRAUDSTREAM_SCORER__GROUP_ID"] = group
+    private = signing_key(settings) if signs else None
+    if private is not None:
+        env["FRAUDSTREAM_SNAPSHOT_SIGNING_KEY"] = private_pem(private)
     for key, value in settings.kafka.items():
         if key != "logger":
             env["FRAUDSTREAM_KAFKA_" + key.upper().replace(".", "_")] = str(value)

@@ -47,7 +47,7 @@ def measure(
     # No pre-trained model: the trainer starts from scratch, so a snapshot's labels_learned
     # counts this run's labels only.
     topics = bench_topics(settings, source, sink, partitions, trained_model=False)
-    env = topic_env(settings, topics, group)
+    env = topic_env(settings, topics, group, signs=True)
     env["FRAUDSTREAM_TRAINER__GROUP_ID"] = f"{group}-trainer"
     proc = spawn(
         ["fraudstream.cli", "train", "--no-mlflow", "--metrics-port", "0"],

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from infra.config import ModelSettings, Settings
 from infra.kafka import make_producer
-from infra.registry import snapshot_key
+from infra.signing import require_signing_key
 from producer.generator import TransactionGenerator
 from schemas import Transaction
 from schemas.snapshot import encode_snapshot, make_snapshot
@@ -24,7 +27,7 @@ TRAIN_RECORDS = 20_000
 
 
 @cache
-def _trained_snapshot(model_json: str, key: bytes | None, n: int) -> bytes:
+def _trained_pipeline(model_json: str, n: int) -> Any:
     model = ModelSettings.model_validate_json(model_json)
     generator = TransactionGenerator(seed=11, fraud_rate=0.02)
     t0 = datetime.now(UTC) - timedelta(days=1)
@@ -37,14 +40,19 @@ def _trained_snapshot(model_json: str, key: bytes | None, n: int) -> bytes:
             pipeline.learn_one(x, True, w=model.fraud_weight)
         else:
             pipeline.learn_one(x, False)
-    snapshot = make_snapshot(pipeline, model.name, 1, n, {}, {}, {}, key=key)
-    return encode_snapshot(snapshot)
+    return pipeline
+
+
+def _trained_snapshot(model: ModelSettings, key: Ed25519PrivateKey, n: int) -> bytes:
+    pipeline = _trained_pipeline(model.model_dump_json(), n)
+    return encode_snapshot(make_snapshot(pipeline, model.name, 1, n, {}, {}, {}, key=key))
 
 
 def publish_trained_model(settings: Settings, topic: str, n: int = TRAIN_RECORDS) -> None:
     """Publish a snapshot of a model trained on `n` generated labels to `topic` (the bench's
     model-updates topic), so the scorers reading it serve a realistic model."""
-    value = _trained_snapshot(settings.model.model_dump_json(), snapshot_key(settings), n)
+    key = require_signing_key(settings, "the bench publishes its model and")
+    value = _trained_snapshot(settings.model, key, n)
     producer = make_producer(settings, "bench model")
     producer.produce(topic, value, settings.model.name.encode())
     if producer.flush(30):
