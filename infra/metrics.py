@@ -152,6 +152,13 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.produce_errors = Counter(
+            "fraudstream_produce_errors_total",
+            "Records a producer could not deliver, by error: retried after a back-off, or "
+            "dropped (a permanent error such as a record too large or a topic not authorised)",
+            ["topic", "error", "action"],
+            registry=r,
+        )
         self.model_version = Gauge(
             "fraudstream_model_version", "Version of the model in use", registry=r
         )
