@@ -29,7 +29,7 @@ def decode_score_fields(raw: bytes) -> ScoreFields | None:
     """The Score's features (numbers only), served score and event time; None otherwise."""
     try:
         return _decoder.decode(raw)
-    except (msgspec.MsgspecError, UnicodeDecodeError):
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting
         return None
 
 
