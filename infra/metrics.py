@@ -277,7 +277,7 @@ class Metrics:
     def set_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(group, topic, str(partition)).set(lag)
 
-    def serve(self, port: int | None, addr: str = "0.0.0.0") -> int | None:
+    def serve(self, port: int | None, addr: str = "127.0.0.1") -> int | None:
         """Serve /metrics on `port` (0 = any free port). Returns the port, or None if disabled."""
         if port is None:
             return None

@@ -107,7 +107,8 @@ def config_params(settings: Settings) -> dict[str, str]:
     """The settings as run parameters, without anything that may hold a secret (client
     properties, the tracking URI, the snapshot key)."""
     data = settings.model_dump(
-        mode="json", exclude={"kafka", "mlflow_tracking_uri", "snapshot_key", "metrics_port"}
+        mode="json",
+        exclude={"kafka", "mlflow_tracking_uri", "snapshot_key", "metrics_port", "metrics_host"},
     )
     out: dict[str, str] = {}
     _flatten("", data, out)
