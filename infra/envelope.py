@@ -49,11 +49,8 @@ def envelope_errors(msgs: list[Message], keys: list[bytes | None]) -> dict[int, 
     """Rows of a batch whose key or headers are over a limit. The common batch (no headers,
     keys in bounds) costs two C-level passes and no Python work per record."""
     bad: dict[int, DecodeError] = {}
-    try:
-        long_key = max(map(len, keys), default=0) > MAX_KEY_BYTES  # type: ignore[arg-type]
-    except TypeError:  # a record without a key
-        long_key = True
-    if long_key:
+    # (filter(None, ...): records without a key, which the scorer keys by card id, skipped)
+    if max(map(len, filter(None, keys)), default=0) > MAX_KEY_BYTES:  # type: ignore[arg-type]
         for i, key in enumerate(keys):
             exc = key_error(key)
             if exc is not None:

@@ -52,7 +52,8 @@ def test_keys_and_headers_over_their_limits_are_refused_before_the_value_is_read
     long_key = Message(topic="t", key=b"k" * (MAX_KEY_BYTES + 1), value=b"{}")
     many = Message(topic="t", key=b"c", value=b"{}", headers=[("h", b"")] * (MAX_HEADERS + 1))
     big = Message(topic="t", key=b"c", value=b"{}", headers=[("h", b"x" * 100_000)])
-    msgs = [ok, long_key, many, big, ok]
+    keyless = Message(topic="t", key=None, value=b"{}")  # keyed by its card id later: fine
+    msgs = [ok, long_key, many, big, ok, keyless]
     bad = envelope_errors(msgs, [m.key() for m in msgs])
     assert {i: e.reason for i, e in bad.items()} == {
         1: "key_too_large",
