@@ -280,13 +280,15 @@ def _stop_on_signals(stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _serve_metrics(metrics: Any, port: int | None) -> None:
+def _serve_metrics(metrics: Any, port: int | None, host: str = "127.0.0.1") -> None:
     try:
-        bound = metrics.serve(port)
+        bound = metrics.serve(port, host)
     except OSError as exc:
-        raise UsageError(f"--metrics-port {port}: cannot listen ({exc.strerror})") from None
+        raise UsageError(
+            f"--metrics-port {port}: cannot listen on {host} ({exc.strerror})"
+        ) from None
     if bound is not None:
-        log.info("metrics on http://127.0.0.1:%d/metrics", bound)
+        log.info("metrics on http://%s:%d/metrics", host, bound)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -326,7 +328,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     settings = _settings(args)
     check_reachable(settings)
     metrics = Metrics()
-    _serve_metrics(metrics, settings.metrics_port)
+    _serve_metrics(metrics, settings.metrics_port, settings.metrics_host)
     stop = threading.Event()
     _stop_on_signals(stop.set)
     options = ProduceOptions(
@@ -359,7 +361,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     t = settings.topics
     check_topics(settings, [t.transactions, t.scores, t.transactions_dlq, t.model_updates])
     metrics = Metrics()
-    _serve_metrics(metrics, settings.metrics_port if settings.metrics_port is not None else 9101)
+    port = settings.metrics_port if settings.metrics_port is not None else 9101
+    _serve_metrics(metrics, port, settings.metrics_host)
     scorer = Scorer(settings, metrics)
     _stop_on_signals(scorer.stop)
     scorer.run()
@@ -380,7 +383,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     t = settings.topics
     check_topics(settings, [t.scores, t.labels, t.labels_dlq, t.model_updates])
     metrics = Metrics()
-    _serve_metrics(metrics, settings.metrics_port if settings.metrics_port is not None else 9102)
+    port = settings.metrics_port if settings.metrics_port is not None else 9102
+    _serve_metrics(metrics, port, settings.metrics_host)
     params = {
         **{f"model.{k}": v for k, v in settings.model.model_dump().items()},
         "threshold": settings.scorer.threshold,

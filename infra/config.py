@@ -9,6 +9,7 @@ Any librdkafka property passes through to every client as `FRAUDSTREAM_KAFKA_<PR
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -186,6 +187,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str = "fraudstream"
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    # Where /metrics listens: loopback unless configured (a container sets 0.0.0.0 for a
+    # Prometheus on its network).
+    metrics_host: str = "127.0.0.1"
     scorer: ScorerSettings = Field(default_factory=ScorerSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -202,6 +206,11 @@ class Settings(BaseSettings):
     # A snapshot numbered more than this above the one in service is refused (version_jump):
     # one with a huge version would otherwise freeze readers on it.
     snapshot_max_version_jump: int = Field(1_000_000, ge=1)
+
+    def __repr_args__(self) -> Any:
+        # Client properties may hold credentials (sasl.password, ...): never in a repr or log.
+        for name, value in super().__repr_args__():
+            yield name, redact_kafka(value) if name == "kafka" else value
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -247,6 +256,16 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+# librdkafka properties that hold a secret (passwords, keys, tokens, JAAS configurations).
+_SECRET_PROPERTY = re.compile(r"password|secret|token|jaas|credential|\.pem$|key$", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+def redact_kafka(props: dict[str, Any]) -> dict[str, Any]:
+    """Client properties with every secret value replaced by REDACTED."""
+    return {k: REDACTED if _SECRET_PROPERTY.search(k) else v for k, v in props.items()}
 
 
 def _kafka_env() -> dict[str, str]:

@@ -167,6 +167,13 @@ class Metrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.produce_errors = Counter(
+            "fraudstream_produce_errors_total",
+            "Records a producer could not deliver, by error: retried after a back-off, or "
+            "dropped (a permanent error such as a record too large or a topic not authorised)",
+            ["topic", "error", "action"],
+            registry=r,
+        )
         self.model_version = Gauge(
             "fraudstream_model_version", "Version of the model in use", registry=r
         )
@@ -285,7 +292,7 @@ class Metrics:
     def set_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(group, topic, str(partition)).set(lag)
 
-    def serve(self, port: int | None, addr: str = "0.0.0.0") -> int | None:
+    def serve(self, port: int | None, addr: str = "127.0.0.1") -> int | None:
         """Serve /metrics on `port` (0 = any free port). Returns the port, or None if disabled."""
         if port is None:
             return None

@@ -53,8 +53,8 @@ def _try_fast(decoder: msgspec.json.Decoder[T], raw: bytes | None) -> T | None:
     if raw and len(raw) <= MAX_RECORD_BYTES:
         try:
             return decoder.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-            pass  # (invalid UTF-8 inside a string raises UnicodeDecodeError)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            pass  # (invalid UTF-8 inside a string: UnicodeDecodeError; deep nesting: Recursion)
     return None
 
 

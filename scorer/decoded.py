@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from confluent_kafka import Message
 
+from infra.envelope import envelope_errors
 from schemas import DecodeError
 from schemas.codec import MAX_RECORD_BYTES
 from schemas.fast import FastTransaction, decode_transaction_fast
@@ -40,12 +41,15 @@ class DecodedRecords:
 
     __slots__ = (
         "msgs", "values", "arena", "amount", "ts", "spans", "time_text", "time_len",
-        "card_h", "country_h", "merchant_h", "category_h", "channel_h", "fallback", "dead",
+        "card_h", "country_h", "merchant_h", "category_h", "channel_h", "fallback", "dead", "_keys",
     )  # fmt: skip
 
     def __init__(self, msgs: list[Message]) -> None:
         values: list[bytes | None] = list(map(_VALUE, msgs))
+        keys: list[bytes | None] = list(map(_KEY, msgs))
         n = len(values)
+        # Keys and headers over their limits: dead letters, whatever the value holds.
+        refused = envelope_errors(msgs, keys)
         try:
             lengths = np.fromiter(map(len, values), np.int64, n)
             buf = b"".join(values)  # type: ignore[arg-type]
@@ -58,7 +62,10 @@ class DecodedRecords:
         self.amount, self.ts, self.spans = cols.amount, cols.ts, cols.spans
         self.time_text, self.time_len = cols.time_text, cols.time_len
         self.dead: list[tuple[Message, DecodeError]] = []
-        slow = np.flatnonzero(~cols.ok).tolist()
+        ok = cols.ok
+        if refused:
+            ok[list(refused)] = False
+        slow = np.flatnonzero(~ok).tolist()
         spans = self.spans
         spans[slow] = -1  # (unspecified where the parser refused)
         self.card_h = hash_column(raw, spans[:, CARD, :], _SEED)
@@ -69,6 +76,10 @@ class DecodedRecords:
         # Records the parser left to the per-record path, by row.
         decoded: dict[int, FastTransaction] = {}
         for i in slow:
+            exc = refused.get(i)
+            if exc is not None:
+                self.dead.append((msgs[i], exc))
+                continue
             try:
                 decoded[i] = decode_transaction_fast(values[i])
             except DecodeError as exc:
@@ -79,6 +90,7 @@ class DecodedRecords:
         self.arena = arena.array() if decoded else raw
         self.msgs = msgs
         self.values = values
+        self._keys = keys
         if self.dead:
             keep = np.ones(n, dtype=bool)
             gone = sorted(i for i in slow if i not in decoded)
@@ -112,6 +124,7 @@ class DecodedRecords:
     def _select(self, keep: np.ndarray) -> None:
         self.msgs = [m for m, k in zip(self.msgs, keep.tolist(), strict=True) if k]
         self.values = [v for v, k in zip(self.values, keep.tolist(), strict=True) if k]
+        self._keys = [v for v, k in zip(self._keys, keep.tolist(), strict=True) if k]
         for name in ("amount", "ts", "spans", "time_text", "time_len", "card_h", "country_h",
                      "merchant_h", "category_h", "channel_h"):  # fmt: skip
             setattr(self, name, getattr(self, name)[keep])
@@ -137,7 +150,7 @@ class DecodedRecords:
 
     def keys(self) -> list[bytes]:
         """Each record's Kafka key, its card id where it had none."""
-        keys = list(map(_KEY, self.msgs))
+        keys = list(self._keys)
         if None in keys or b"" in keys:
             for i, key in enumerate(keys):
                 if not key:

@@ -17,11 +17,12 @@ from itertools import repeat
 from operator import attrgetter, length_hint
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from core.label_state import LabelState
 from infra.config import Settings
-from infra.dlq import send_to_dlq
+from infra.delivery import Delivery, is_permanent
+from infra.dlq import dead_letter
 from infra.gc_tuning import quiet_gc
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
@@ -115,6 +116,8 @@ class Scorer:
         self._evicted_reported = 0
         self._stop = threading.Event()
         self.producer: Producer = make_producer(settings, "scorer producer")
+        # A record that can never be delivered is dropped and counted settled: commits go on.
+        self.delivery = Delivery(self.producer, metrics, settle=OffsetTracker.delivered)
         self.consumer: Consumer = make_consumer(
             settings, self.cfg.group_id, "scorer consumer", on_lag=metrics.set_lag
         )
@@ -176,12 +179,14 @@ class Scorer:
         # Back-pressure: while too many scores wait for acknowledgement, stop consuming.
         if self.tracker.in_flight >= self.cfg.max_in_flight:
             self.producer.poll(0.05)
+            self.delivery.retry_due()
             self._commit_ready()
             return
         msgs = self.consumer.consume(self.cfg.batch_size, self.cfg.poll_timeout_s)
         if msgs:
             self._process(msgs)
         self.producer.poll(0)
+        self.delivery.retry_due()
         self._commit_ready()
 
     def _shutdown(self) -> None:
@@ -352,6 +357,20 @@ class Scorer:
                 # `values`. Serve deliveries until there is room (back-pressure), then resume.
                 start = len(scored.values) - length_hint(values) - 1
                 self.producer.poll(0.1)
+            except KafkaException as exc:
+                # That record was refused at once (too large, say): dropped if it never can be
+                # delivered, else retried after a back-off; either way the rest go on.
+                i = len(scored.values) - length_hint(values) - 1
+                err: KafkaError = exc.args[0]
+                if is_permanent(err):
+                    self.delivery.drop(topic, err, on_delivery)
+                else:
+                    self.delivery.retry_later(
+                        topic, scored.values[i], scored.keys[i], None, on_delivery, err
+                    )
+                start = i + 1
+                if start >= len(scored.values):
+                    break
         n = len(scored.values)
         self.scored += n
         self.metrics.scored.inc(n)
@@ -361,7 +380,8 @@ class Scorer:
 
     def _dead_letter(self, msg: Message, exc: DecodeError, on_delivery: Batch) -> None:
         topic = self.topics.transactions_dlq
-        send_to_dlq(self.producer, topic, msg, exc.reason, exc.detail, on_delivery)
+        key, value, headers = dead_letter(msg, exc.reason, exc.detail)
+        self.delivery.produce(topic, value, key, headers, on_delivery)
         self.metrics.dlq.labels(msg.topic(), exc.reason).inc()
         log.debug("dead letter %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
         self._dlq_counts[exc.reason] = self._dlq_counts.get(exc.reason, 0) + 1
@@ -381,12 +401,10 @@ class Scorer:
             self._dlq_logged_at = now
 
     def _delivery_failed(self, batch: Batch, err: KafkaError, msg: Message) -> None:
-        # The producer already retried until message.timeout.ms: send it again rather than
-        # lose it; the batch stays uncommitted until it is delivered.
-        log.warning("delivery to %s failed (%s); producing again", msg.topic(), err.str())
-        self.producer.produce(
-            msg.topic(), msg.value(), msg.key(), headers=msg.headers(), on_delivery=batch
-        )
+        # The producer already retried until message.timeout.ms. A retriable error: produced
+        # again after a back-off, the batch uncommitted until then; a permanent one: dropped,
+        # counted and settled (fraudstream_produce_errors_total), so commits go on.
+        self.delivery.failed(err, msg, batch)
 
     def _commit_ready(self, asynchronous: bool = True) -> None:
         ready = self.tracker.ready()

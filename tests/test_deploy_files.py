@@ -196,7 +196,14 @@ def test_app_services_start_after_the_topics_exist() -> None:
             continue
         dep = _depends_on(name).get(topics_service)
         assert dep == {"condition": "service_completed_successfully"}, name
+    # After Kafka is healthy and its users and ACLs exist (a one-shot that waits for it).
     for dep_name, dep in _depends_on(topics_service).items():
+        if dep["condition"] == "service_completed_successfully":
+            assert SERVICES[dep_name].get("restart") == "no", dep_name
+            for inner, inner_dep in _depends_on(dep_name).items():
+                assert inner_dep["condition"] == "service_healthy", inner
+                assert "healthcheck" in SERVICES[inner], f"{inner} has no healthcheck"
+            continue
         assert dep["condition"] == "service_healthy", dep_name
         assert "healthcheck" in SERVICES[dep_name], f"{dep_name} has no healthcheck"
 
@@ -299,3 +306,143 @@ def test_scaled_services_are_found_by_dns_and_publish_no_host_ports() -> None:
     for name in by_dns:
         assert "ports" not in SERVICES[name], f"{name} replicas would clash on host ports"
         assert "container_name" not in SERVICES[name], f"{name} could not be scaled"
+
+
+# --- closed by default ---------------------------------------------------------------------
+
+ENV_REFERENCE = re.compile(r"^\$\{(\w+):\?[^}]+\}$")  # ${VAR:?message}: required, no default
+
+
+def _kafka_env_map() -> dict[str, str]:
+    return {str(k): str(v) for k, v in SERVICES["kafka"]["environment"].items()}
+
+
+def _init_script() -> str:
+    (init,) = [n for n, svc in SERVICES.items() if "kafka-acls.sh" in str(svc.get("command"))]
+    assert SERVICES[init].get("network_mode") == "service:kafka", "the loopback listener"
+    return "\n".join(str(part) for part in SERVICES[init]["command"])
+
+
+def _acls() -> dict[tuple[str, str], set[str]]:
+    """(operation, "topic:<name>" / "group:<name>") -> principals, from the kafka-init script."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for line in _init_script().splitlines():
+        words = shlex.split(line.strip())
+        if not words or words[0] != "acl":
+            continue
+        user = words[1]
+        flags = words[2:]
+        op = flags[flags.index("--operation") + 1]
+        prefixed = "--resource-pattern-type" in flags
+        for i, word in enumerate(flags):
+            if word in ("--topic", "--group"):
+                name = flags[i + 1] + ("*" if prefixed else "")
+                out.setdefault((op, f"{word[2:]}:{name}"), set()).add(user)
+    return out
+
+
+def _users() -> set[str]:
+    return {
+        shlex.split(line.strip())[1]
+        for line in _init_script().splitlines()
+        if line.strip().startswith("user ")
+    }
+
+
+def test_published_ports_listen_on_loopback_only() -> None:
+    for name, svc in SERVICES.items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_kafka_authenticates_and_authorises_every_client() -> None:
+    env = _kafka_env_map()
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    for url in env["KAFKA_LISTENERS"].split(","):
+        name, address = url.split("://", 1)
+        if protocols[name] == "PLAINTEXT":  # unauthenticated: the container's loopback only
+            assert address.startswith("127.0.0.1:"), url
+        else:
+            assert protocols[name] in ("SASL_PLAINTEXT", "SASL_SSL"), url
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    for name in APP_SERVICES:
+        client = _env(name)
+        assert client[KAFKA_ENV_PREFIX + "SECURITY_PROTOCOL"].startswith("SASL_"), name
+        assert client[KAFKA_ENV_PREFIX + "SASL_MECHANISMS"] == "SCRAM-SHA-512", name
+        assert client[KAFKA_ENV_PREFIX + "SASL_USERNAME"] in _users(), name
+        assert ENV_REFERENCE.match(client[KAFKA_ENV_PREFIX + "SASL_PASSWORD"]), name
+
+
+def test_acls_give_each_topic_its_only_writers() -> None:
+    acls = _acls()
+    writers = {k[1]: v for k, v in acls.items() if k[0] == "Write"}
+    assert writers["topic:model-updates"] == {"trainer"}
+    assert writers["topic:labels"] == {"investigations"}
+    assert writers["topic:scores"] == {"scorer"}
+    # What each process does is allowed (default topic and group names).
+    topics = Settings().topics
+    user = {_parse(n).command: _env(n)[KAFKA_ENV_PREFIX + "SASL_USERNAME"] for n in APP_SERVICES}
+    needs = {
+        "score": [("Read", f"topic:{topics.transactions}"), ("Read", "group:fraudstream-scorer"),
+                  ("Read", f"topic:{topics.model_updates}"), ("Write", f"topic:{topics.scores}"),
+                  ("Write", f"topic:{topics.transactions_dlq}"),
+                  ("Read", "group:fraudstream-model-reader-*")],
+        "train": [("Read", f"topic:{topics.scores}"), ("Read", f"topic:{topics.labels}"),
+                  ("Read", "group:fraudstream-trainer*"),
+                  ("Write", f"topic:{topics.model_updates}"),
+                  ("Write", f"topic:{topics.labels_dlq}")],
+        "produce": [("Write", f"topic:{topics.transactions}"), ("Write", f"topic:{topics.labels}")],
+    }  # fmt: skip
+    for command, allowed in needs.items():
+        for acl in allowed:
+            assert user[command] in acls.get(acl, set()), (command, acl)
+    assert "admin" in _kafka_env_map()["KAFKA_SUPER_USERS"]
+    assert user["topics"] == "admin"  # creating topics is the admin's
+
+
+def test_credentials_come_from_the_environment_and_are_all_listed() -> None:
+    text = COMPOSE_FILE.read_text()
+    referenced = set(re.findall(r"\$\{(\w+)", text))
+    for name, svc in SERVICES.items():
+        for key, value in (svc.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET", key):
+                assert ENV_REFERENCE.match(str(value)), f"{name}: {key} is not taken from .env"
+    listed = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert referenced == listed
+    for ignore in (".gitignore", ".dockerignore"):
+        assert ".env" in (ROOT / ignore).read_text().split(), f".env is not in {ignore}"
+
+
+def test_mlflow_and_grafana_require_a_login() -> None:
+    flags = _flags(_argv("mlflow"))
+    assert flags.get("--app-name") == "basic-auth"
+    env = _env("mlflow")
+    assert ENV_REFERENCE.match(env["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    mounts = {
+        target: (ROOT / source).resolve()
+        for source, target in (str(v).split(":")[:2] for v in SERVICES["mlflow"]["volumes"])
+        if source.startswith(".")
+    }
+    auth_ini = mounts[env["MLFLOW_AUTH_CONFIG_PATH"]].read_text()
+    assert re.search(r"^default_permission = NO_PERMISSIONS$", auth_ini, re.MULTILINE)
+    for name in APP_SERVICES:
+        if _parse(name).command in ("train", "score"):
+            assert ENV_REFERENCE.match(_env(name)["MLFLOW_TRACKING_PASSWORD"]), name
+    (grafana,) = [n for n, svc in SERVICES.items() if "grafana/" in str(svc.get("image"))]
+    genv = _env(grafana)
+    assert genv["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert ENV_REFERENCE.match(genv["GF_SECURITY_ADMIN_PASSWORD"])
+
+
+def test_metrics_listen_on_the_compose_network_only_where_configured() -> None:
+    assert Settings().metrics_host == "127.0.0.1"  # the default outside a container
+    for name in APP_SERVICES:
+        if _metrics_port(name) is not None:
+            assert _env(name).get(ENV_PREFIX + "METRICS_HOST") == "0.0.0.0", name
+            assert "ports" not in SERVICES[name], f"{name}: metrics are not published"

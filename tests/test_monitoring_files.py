@@ -267,7 +267,7 @@ def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard() -> None:
     grafana = _service_with_image("grafana/grafana")
     svc = SERVICES[grafana]
     assert svc["image"] == "grafana/grafana:11.2.0"
-    assert "3000:3000" in [str(p) for p in svc["ports"]]
+    assert "127.0.0.1:3000:3000" in [str(p) for p in svc["ports"]]
     mounts = _mounts(grafana)
     assert mounts["/etc/grafana/provisioning"] == (GRAFANA / "provisioning").resolve()
 

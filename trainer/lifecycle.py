@@ -499,7 +499,7 @@ class TrainerLifecycle:
         """An operator rolled back (`fraudstream model rollback`): learn on from that model."""
         try:
             pipeline = upgrade_pipeline(rollback.load_model())
-        except SnapshotError as exc:
+        except Exception as exc:  # noqa: BLE001  a record that is not a model must not stop training
             log.warning("rollback v%d not adopted: %s", rollback.version, exc)
             return
         self.pipeline = pipeline

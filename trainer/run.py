@@ -19,13 +19,16 @@ from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
 
 from infra.config import Settings
-from infra.dlq import send_to_dlq
+from infra.delivery import Delivery
+from infra.dlq import dead_letter
+from infra.envelope import envelope_error
 from infra.gc_tuning import quiet_gc
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
@@ -48,12 +51,16 @@ from trainer.maturation import (
     wall_clock_us,
 )
 from trainer.quality import RollingQuality
-from trainer.score_decode import decode_score_fields
+from trainer.score_decode import decode_score_fields, features_error
 from trainer.tracking import MlflowLogger
 
 log = logging.getLogger(__name__)
 
 _TID_PREFIX = b'{"transaction_id":"'
+# A Score is a few hundred bytes; its ids come from a transaction of at most 64 KiB. Larger
+# records are not Scores, and the join buffer must not hold them.
+MAX_SCORE_BYTES = 256 * 1024
+SNAPSHOT_FAILURE_LOG_S = 60.0
 
 
 def _leading_tid(raw: bytes) -> str | None:
@@ -115,6 +122,7 @@ class Trainer(TrainerLifecycle):
         self._last_snapshot = time.monotonic()
         self._last_mlflow = 0.0
         self._last: Snapshot | None = None
+        self._snapshot_failure_logged = -SNAPSHOT_FAILURE_LOG_S
         self._evictions_reported: dict[tuple[str, str], int] = {}
         self._stop = threading.Event()
         # When the first batch of records was handed to `_handle` (perf_counter; benchmarks).
@@ -131,6 +139,10 @@ class Trainer(TrainerLifecycle):
         self.producer: Producer = make_producer(
             settings, "trainer producer", **{"message.max.bytes": SNAPSHOT_MAX_BYTES}
         )
+        # Dead letters that can never be delivered are dropped and counted; others retried.
+        self.delivery = Delivery(self.producer, metrics)
+        # Feature names learned so far (bounded: trainer.score_decode.MAX_MODEL_FEATURES).
+        self.feature_names: set[str] = set()
         self.consumer: Consumer = make_consumer(
             settings,
             self.cfg.group_id,
@@ -196,6 +208,8 @@ class Trainer(TrainerLifecycle):
     def run(self) -> None:
         self._set_state("loading_model")
         self.restore()
+        if self.fused.learner is not None:  # the restored model's names count to the bound
+            self.feature_names.update(self.fused.learner.keys)
         # The watermark rides in the snapshot's free-form `label_counts` (trainer.maturation).
         restored_watermark = self.label_counts.pop(WATERMARK_KEY, None)
         if restored_watermark is not None:
@@ -218,6 +232,7 @@ class Trainer(TrainerLifecycle):
                 if self._state == "catching_up" and not self._catching_up():
                     self._set_state("running")
                 self.producer.poll(0)
+                self.delivery.retry_due()
                 self._maybe_snapshot()
         finally:
             self._shutdown()
@@ -264,6 +279,13 @@ class Trainer(TrainerLifecycle):
             return
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         self.positions[(topic, partition)] = offset + 1
+        refused = envelope_error(msg)
+        if refused is not None:  # a key or headers over their limits: nothing else is read
+            if topic == self.topics.labels:
+                self._dead_letter(msg, refused)
+            else:
+                self.metrics.dlq.labels(topic, refused.reason).inc()
+            return
         if topic == self.topics.scores:
             joined = self._score(msg, now)
             if joined is not None:
@@ -280,6 +302,9 @@ class Trainer(TrainerLifecycle):
 
     def _score(self, msg: Message, now: float) -> Joined | None:
         raw = msg.value() or b""
+        if len(raw) > MAX_SCORE_BYTES:
+            self.metrics.dlq.labels(msg.topic(), "too_large").inc()
+            return None
         if not self.maturation_us:
             # Fast path: our scorer writes the id first; the whole record is parsed (and
             # checked) once, when it is learned.
@@ -352,8 +377,7 @@ class Trainer(TrainerLifecycle):
         try:
             label = decode_label_fast(msg.value())  # pydantic's rules, msgspec's speed
         except DecodeError as exc:
-            send_to_dlq(self.producer, self.topics.labels_dlq, msg, exc.reason, exc.detail)
-            self.metrics.dlq.labels(msg.topic(), exc.reason).inc()
+            self._dead_letter(msg, exc)
             return None
         self._read_unreported[label.is_fraud] += 1
         ts_type, ts_ms = msg.timestamp()
@@ -361,6 +385,11 @@ class Trainer(TrainerLifecycle):
         return self.joiner.add_label(
             label.transaction_id, label.is_fraud, now, msg.partition(), msg.offset(), time_us
         )
+
+    def _dead_letter(self, msg: Message, exc: DecodeError) -> None:
+        key, value, headers = dead_letter(msg, exc.reason, exc.detail)
+        self.delivery.produce(self.topics.labels_dlq, value, key, headers, self.delivery.callback)
+        self.metrics.dlq.labels(msg.topic(), exc.reason).inc()
 
     def _already_learned(self, joined: Joined) -> bool:
         """Both halves were read before the snapshot we resumed from: learned back then.
@@ -436,7 +465,11 @@ class Trainer(TrainerLifecycle):
                 record.get("merchant_category"),
                 record.get("country"),
             )
-            learn = self.fused.learn_any  # River's own path, as before
+            learn = self.fused.learn_any  # River's own path (bools, say)
+        refused = features_error(features, self.feature_names)
+        if refused is not None:  # not what a scorer writes: never reaches the model
+            self.metrics.dlq.labels(self.topics.scores, refused).inc()
+            return False
         y = joined.is_fraud
         # Progressive validation: the model's probability before it learns the label.
         # Matured transactions count too: they are most of the real negatives.
@@ -563,12 +596,18 @@ class Trainer(TrainerLifecycle):
                 **self.arena.snapshot_fields(),
             )
             # Not waited for: learning goes on while the broker acknowledges (or is down).
-            self.producer.produce(
-                self.topics.model_updates,
-                encode_snapshot(snap),
-                self.settings.model.name.encode(),
-                on_delivery=lambda err, _msg, snap=snap: self._published(err, snap),
-            )
+            try:
+                self.producer.produce(
+                    self.topics.model_updates,
+                    encode_snapshot(snap),
+                    self.settings.model.name.encode(),
+                    on_delivery=lambda err, _msg, snap=snap: self._published(err, snap),
+                )
+            except (BufferError, KafkaException) as exc:
+                # Refused at once (too large, queue full): as a failed delivery, the next
+                # snapshot supersedes this one.
+                err = exc.args[0] if isinstance(exc, KafkaException) else None
+                self._published(err or KafkaError(KafkaError._QUEUE_FULL), snap)
             self.metrics.model_version.set(self.version)
             self._since_snapshot = 0
             self._last_snapshot = time.monotonic()
@@ -583,8 +622,15 @@ class Trainer(TrainerLifecycle):
 
     def _published(self, err: KafkaError | None, snap: Snapshot) -> None:
         if err is not None:
-            # A later snapshot supersedes this one: nothing to retry.
-            log.warning("snapshot v%d not published: %s", snap.version, err.str())
+            # A later snapshot supersedes this one: nothing to retry (counted; one log line
+            # per SNAPSHOT_FAILURE_LOG_S while it goes on).
+            self.metrics.produce_errors.labels(
+                self.topics.model_updates, err.name(), "dropped"
+            ).inc()
+            now = time.monotonic()
+            if now - self._snapshot_failure_logged >= SNAPSHOT_FAILURE_LOG_S:
+                log.warning("snapshot v%d not published: %s", snap.version, err.str())
+                self._snapshot_failure_logged = now
             return
         # Offsets are committed only once the snapshot that covers them is stored.
         self._commit(snap.resume_offsets)

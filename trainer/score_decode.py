@@ -9,6 +9,7 @@ learns it through River, so such records behave exactly as they always did.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -32,5 +33,40 @@ def decode_score_fields(raw: bytes) -> ScoreFields | None:
     """The Score's features (numbers only), served score and event time; None otherwise."""
     try:
         return _decoder.decode(raw)
-    except (msgspec.MsgspecError, UnicodeDecodeError):
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting
         return None
+
+
+# Bounds on what a Score may ask the model to learn. The scorer writes 20 dense features and
+# at most 2 one-hot keys (of at most 101 values each), every value finite and at most 1e9 in
+# size (the amount): anything beyond these bounds did not come from a scorer.
+MAX_FEATURES = 256  # per Score
+MAX_FEATURE_KEY = 128  # characters of a feature name
+MAX_MODEL_FEATURES = 4096  # distinct feature names the model learns weights for
+MAX_FEATURE_VALUE = 1e12  # |value|
+
+
+def features_error(features: dict[str, Any], known: set[str]) -> str | None:
+    """Why these features must not be learned (a reason code), or None. New names are added
+    to `known`, the names learned so far, until it holds MAX_MODEL_FEATURES. C-level passes
+    over the dict: no Python work per feature."""
+    n = len(features)
+    if n > MAX_FEATURES:
+        return "too_many_features"
+    if not n:
+        return "no_features"
+    try:
+        if max(map(len, features)) > MAX_FEATURE_KEY:
+            return "feature_name_too_long"
+        values = features.values()
+        if not all(map(math.isfinite, values)):
+            return "feature_not_finite"
+        if max(map(abs, values)) > MAX_FEATURE_VALUE:
+            return "feature_too_large"
+    except (TypeError, OverflowError):  # a value that is not a number, or a huge integer
+        return "feature_not_a_number"
+    if not known.issuperset(features):
+        if len(known) + n > MAX_MODEL_FEATURES:
+            return "too_many_features"
+        known.update(features)
+    return None

@@ -116,7 +116,7 @@ _KEY_SETTINGS = (
 def config_params(settings: Settings) -> dict[str, str]:
     """The settings as run parameters, without anything that may hold a secret (client
     properties, the tracking URI, the snapshot keys)."""
-    exclude = {"kafka", "mlflow_tracking_uri", "metrics_port", *_KEY_SETTINGS}
+    exclude = {"kafka", "mlflow_tracking_uri", "metrics_port", "metrics_host", *_KEY_SETTINGS}
     data = settings.model_dump(mode="json", exclude=exclude)
     out: dict[str, str] = {}
     _flatten("", data, out)
