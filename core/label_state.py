@@ -102,7 +102,9 @@ class LabelTable:
         return len(self.stats)
 
     def observe(self, value: str | None, is_fraud: bool, at: float) -> None:
-        if value is None:
+        # A value no transaction can have (longer than the contract allows) is not kept: the
+        # state shipped must load wherever it goes.
+        if value is None or len(value) > MAX_KEY_CHARS:
             return
         stats = self.stats
         s = stats.get(value)
