@@ -491,6 +491,8 @@ class Trainer(TrainerLifecycle):
     def _observe_label_state(self, entities: tuple[Any, Any, Any], y: bool, event_us: int) -> None:
         """Feed one learned label to the label-fed state the next snapshot ships (on the same
         path as learning: exactly once, restarts included)."""
+        if event_us > wall_clock_us() + MAX_FUTURE_US:  # would pin the state in the future
+            return
         merchant, category, country = (v if isinstance(v, str) else None for v in entities)
         self.label_state.observe(merchant, category, country, y, event_us / 1e6)
 
