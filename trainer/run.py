@@ -37,6 +37,7 @@ from schemas.snapshot import Offsets, Snapshot, encode_snapshot, make_snapshot
 from scorer.model import build_pipeline, upgrade_pipeline
 from trainer.fast_learner import FusedModel
 from trainer.join import Joined, Joiner
+from trainer.label_trust import JUDGING_RANK, LabelGate
 from trainer.lifecycle import Arena, Guardrails, RollbackWatcher, TrainerLifecycle
 from trainer.maturation import (
     MAX_FUTURE_US,
@@ -95,6 +96,9 @@ class Trainer(TrainerLifecycle):
         self.restored_watermark_us: int | None = None
         self._labels_caught_up = False  # see _maturation_watermark
         self.fetcher = ScoreFetcher(settings)
+        # Who may teach the model (trainer/label_trust.py); refusals counted by (source, reason).
+        self.gate = LabelGate(settings.labels)
+        self._refused: dict[tuple[str, str], Any] = {}
         # Per-record metric updates are batched or resolved once (labels() costs ~2 us).
         self._labels_read = {b: metrics.labels.labels(str(b).lower()) for b in (True, False)}
         self._read_unreported = {True: 0, False: 0}  # reported with the gauges, per loop turn
@@ -338,9 +342,32 @@ class Trainer(TrainerLifecycle):
         self._read_unreported[label.is_fraud] += 1
         ts_type, ts_ms = msg.timestamp()
         time_us = ts_ms * 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE and ts_ms > 0 else 0
+        verdict = self.gate.admit(label.source, time_us)
+        if verdict.reason is not None:
+            self._refuse(msg, verdict.source, verdict.reason)
+            return None
         return self.joiner.add_label(
-            label.transaction_id, label.is_fraud, now, msg.partition(), msg.offset(), time_us
+            label.transaction_id,
+            label.is_fraud,
+            now,
+            msg.partition(),
+            msg.offset(),
+            time_us,
+            verdict.rank,
         )
+
+    def _refuse(self, msg: Message, source: str, reason: str) -> None:
+        """A label not learned because of its source: counted, and dead-lettered (it can be
+        replayed once its source is configured). It never enters the join buffer."""
+        counter = self._refused.get((source, reason))
+        if counter is None:  # bounded: LabelGate caps the source names
+            counter = self._refused[(source, reason)] = self.metrics.labels_refused.labels(
+                source, reason
+            )
+        counter.inc()
+        if self.settings.labels.dead_letter_refused:
+            send_to_dlq(self.producer, self.topics.labels_dlq, msg, reason, f"source {source}")
+            self.metrics.dlq.labels(msg.topic(), reason).inc()
 
     def _already_learned(self, joined: Joined) -> bool:
         """Both halves were read before the snapshot we resumed from: learned back then.
@@ -359,6 +386,9 @@ class Trainer(TrainerLifecycle):
             return
         if joined.kind == "late":
             self._late(joined)
+            return
+        if joined.kind == "override":
+            self._override(joined)
             return
         if self._fit(joined) and joined.kind == "matured":
             self.label_counts["matured"] = self.label_counts.get("matured", 0) + 1
@@ -393,6 +423,32 @@ class Trainer(TrainerLifecycle):
             self.label_counts["late"] = self.label_counts.get("late", 0) + 1
             self.metrics.late_labels.labels("honoured").inc()
 
+    def _override(self, joined: Joined) -> None:
+        """A label from a higher-trust source contradicts the label learned for this
+        transaction (an investigator's verdict after a customer's report, a chargeback).
+
+        The earlier update is not undone (SGD cannot unlearn exactly). The Score is re-read
+        from the scores topic and learned once more, with the overriding label and its usual
+        weight; the transaction's label is the overriding one from now on (a later label of
+        lower trust is a conflict). The residual of the earlier step stays in the model: small
+        when the earlier label called a missed fraud legitimate (its step was proportional to
+        the small fraud probability), larger for a false fraud label (fraud weight). Counted
+        as `corrected`, or `unmatched` when the Score is gone.
+        """
+        raw = self.fetcher.fetch(*joined.score_at)
+        if raw is None:
+            log.warning(
+                "overriding label for %s: its score %s[%d]@%d is gone; not learned",
+                joined.transaction_id,
+                self.topics.scores,
+                *joined.score_at,
+            )
+            self.metrics.label_overrides.labels("unmatched").inc()
+            return
+        if self._fit(replace(joined, score_raw=raw)):
+            self.label_counts["overridden"] = self.label_counts.get("overridden", 0) + 1
+            self.metrics.label_overrides.labels("corrected").inc()
+
     def _fit(self, joined: Joined) -> bool:
         """Evaluate, then learn one joined transaction. False: the Score was unusable."""
         raw = joined.score_raw or b""
@@ -414,8 +470,11 @@ class Trainer(TrainerLifecycle):
         y = joined.is_fraud
         # Progressive validation: the model's probability before it learns the label.
         # Matured transactions count too: they are most of the real negatives.
-        self.quality.update(y, learn(features, y, self.arena.fraud_weight if y else 1.0))
-        self.guardrails.observe(features, y, served)
+        predicted = learn(features, y, self.arena.fraud_weight if y else 1.0)
+        self.quality.update(y, predicted)
+        # Only labels from trusted sources (and matured transactions) judge candidate models.
+        if joined.trust >= JUDGING_RANK:
+            self.guardrails.observe(features, y, served, predicted)
         self.label_counts["fraud" if y else "legit"] += 1
         self.arena.learn(features, y)
         self.labels_learned += 1
@@ -503,7 +562,7 @@ class Trainer(TrainerLifecycle):
             self._maybe_promote()
         quality = self.quality.as_dict()
         held = (
-            self.guardrails.check(self.pipeline, self.quality, self.fused.predict_many)
+            self.guardrails.check(self.pipeline, self.fused.predict_many)
             if self._since_snapshot
             else []
         )
@@ -616,6 +675,11 @@ class Trainer(TrainerLifecycle):
             if total > seen:
                 self.metrics.join_ignored.labels(side, cause).inc(total - seen)
                 self._evictions_reported[(side, cause)] = total
+        for outcome, total in (("confirmed", j.confirming_labels), ("replaced", j.replaced_labels)):
+            seen = self._evictions_reported.get(("override", outcome), 0)
+            if total > seen:
+                self.metrics.label_overrides.labels(outcome).inc(total - seen)
+                self._evictions_reported[("override", outcome)] = total
         for side, buffer in (("score", self.joiner.scores), ("label", self.joiner.labels)):
             for cause, total in (
                 ("full", buffer.evicted_full),
