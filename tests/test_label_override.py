@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 
 from infra.metrics import Metrics
 from tests.conftest import SettingsFactory, settings_env
@@ -83,5 +83,34 @@ def test_only_trusted_labels_feed_the_guardrails(make_settings: SettingsFactory)
         rails = trainer.guardrails
         assert trainer.labels_learned == 3 and trainer.quality.seen == 3
         assert (len(rails.reference), rails.served_seen, rails.candidate_seen) == (1, 1, 1)
+    finally:
+        trainer.consumer.close()
+
+
+def test_a_flood_of_untrusted_labels_never_crashes_the_trainer_on_a_full_queue(
+    make_settings: SettingsFactory,
+) -> None:
+    # Nothing can be delivered (no broker there) and the producer queue holds 1 KiB.
+    settings = make_settings(partitions=1).model_copy(
+        update={
+            "bootstrap_servers": "127.0.0.1:1",
+            "kafka": {"queue.buffering.max.kbytes": 1, "message.timeout.ms": 60000},
+        }
+    )
+    metrics = Metrics()
+    trainer = Trainer(settings, metrics)
+    try:
+        for i in range(1000):
+            value = {"transaction_id": f"x{i}", "is_fraud": True, "source": "unknown-app"}
+            msg = Message(
+                topic=settings.topics.labels, partition=0, offset=i, value=orjson.dumps(value)
+            )
+            trainer._handle(msg, 0.0)
+        refused = metrics.labels_refused.labels("unknown-app", "untrusted_source")._value.get()
+        assert refused == 1000
+        queued = metrics.dlq.labels(settings.topics.labels, "untrusted_source")._value.get()
+        assert trainer._dead_letters_dropped > 900
+        assert trainer._dead_letters_dropped + queued == 1000
+        assert len(trainer.joiner.labels) == 0 and trainer.labels_learned == 0
     finally:
         trainer.consumer.close()

@@ -19,6 +19,7 @@ from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -99,6 +100,8 @@ class Trainer(TrainerLifecycle):
         # Who may teach the model (trainer/label_trust.py); refusals counted by (source, reason).
         self.gate = LabelGate(settings.labels)
         self._refused: dict[tuple[str, str], Any] = {}
+        self._dead_letters_dropped = 0
+        self._dropped_logged_at = float("-inf")
         # Per-record metric updates are batched or resolved once (labels() costs ~2 us).
         self._labels_read = {b: metrics.labels.labels(str(b).lower()) for b in (True, False)}
         self._read_unreported = {True: 0, False: 0}  # reported with the gauges, per loop turn
@@ -365,9 +368,33 @@ class Trainer(TrainerLifecycle):
                 source, reason
             )
         counter.inc()
-        if self.settings.labels.dead_letter_refused:
-            send_to_dlq(self.producer, self.topics.labels_dlq, msg, reason, f"source {source}")
-            self.metrics.dlq.labels(msg.topic(), reason).inc()
+        if not self.settings.labels.dead_letter_refused:
+            return
+        for attempt in range(2):
+            try:
+                send_to_dlq(self.producer, self.topics.labels_dlq, msg, reason, f"source {source}")
+            except BufferError:
+                # A flood fills the producer's queue faster than the broker takes it: serve
+                # the delivery callbacks once, then let this dead letter go (the refusal is
+                # counted above). Never wait here: a flood must not slow the trainer down.
+                if attempt == 0:
+                    self.producer.poll(0)
+                    continue
+            except KafkaException as exc:
+                log.debug("dead letter for a refused label not sent: %s", exc)
+            else:
+                self.metrics.dlq.labels(msg.topic(), reason).inc()
+                return
+            break
+        self._dead_letters_dropped += 1
+        now = time.monotonic()
+        if now - self._dropped_logged_at >= 60.0:
+            self._dropped_logged_at = now
+            log.warning(
+                "%d refused labels not dead-lettered so far (producer queue full): counted "
+                "in fraudstream_labels_refused_total only",
+                self._dead_letters_dropped,
+            )
 
     def _already_learned(self, joined: Joined) -> bool:
         """Both halves were read before the snapshot we resumed from: learned back then.
