@@ -14,6 +14,7 @@ fixed probe set of transactions is published and its served scores read back fro
 
 from __future__ import annotations
 
+import functools
 import random
 import subprocess
 import time
@@ -25,12 +26,12 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Message, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from infra.config import Settings
 from producer.generator import TransactionGenerator
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process
 from tests.test_monitoring_files import metrics_port, samples, scrape
 
 pytestmark = pytest.mark.integration
@@ -44,12 +45,14 @@ START = datetime(2026, 11, 2, tzinfo=UTC)
 # clean run's (both runs learn the same labels; only the interleaving of the two input topics
 # may differ between runs).
 MAX_MOVE = 0.02
+_READER = {"enable.auto.commit": False, "fetch.wait.max.ms": 50}
 
 
 def _metric(text: str, name: str) -> float:
     return sum(v for (n, _labels), v in samples(text).items() if n == name)
 
 
+@functools.cache
 def _stream(flood: bool) -> tuple[list[tuple[str, bytes, bytes]], dict[str, bool]]:
     """(topic kind, key, value) in publish order, and the truth of every transaction."""
     gen = TransactionGenerator(seed=21, fraud_rate=0.05, n_cards=400)
@@ -77,6 +80,7 @@ def _stream(flood: bool) -> tuple[list[tuple[str, bytes, bytes]], dict[str, bool
     return out, truth
 
 
+@functools.cache
 def _probes() -> tuple[list[dict[str, object]], dict[str, bool]]:
     gen = TransactionGenerator(seed=77, fraud_rate=0.05, n_cards=400)
     probes, truth = [], {}
@@ -147,31 +151,40 @@ class Pipeline:
             f"{self.train_log.read_text()[-3000:]}"
         )
 
-    def probe(self) -> dict[str, float]:
-        """The served scores of the probe set, read back from `scores`."""
-        probes, _ = _probes()
+    def publish_probes(self) -> None:
         out = Producer({"bootstrap.servers": self.settings.bootstrap})
-        for record in probes:
+        for record in _probes()[0]:
             out.produce(self.settings.topics.transactions, orjson.dumps(record), record["card_id"])
         out.flush(30)
-        wanted = {str(r["transaction_id"]) for r in probes}
 
-        def probe_scores(msgs: list[Message]) -> dict[str, dict[str, Any]]:
-            found = (orjson.loads(m.value()) for m in msgs)
-            return {r["transaction_id"]: r for r in found if r["transaction_id"] in wanted}
 
-        got = probe_scores(
-            read_topic(
-                self.settings,
-                self.settings.topics.scores,
-                lambda m: len(probe_scores(m)) == N_PROBES,
-                60,
-            )
-        )
-        assert len(got) == N_PROBES
-        versions = {r["model_version"] for r in got.values()}
-        assert versions == {self.version}, f"{self.name}: probes scored by {versions}"
-        return {t: r["score"] for t, r in got.items()}
+def _served_probe_scores(runs: list[Pipeline], timeout_s: float = 60.0) -> list[dict[str, float]]:
+    """Each run's served scores of the probe set, read back from its `scores` topic (one
+    assign-only reader for all: no group join to wait for)."""
+    wanted = set(_probes()[1])
+    reader = Consumer(
+        {"bootstrap.servers": runs[0].settings.bootstrap, "group.id": "unused", **_READER}
+    )
+    topics = {run.settings.topics.scores: i for i, run in enumerate(runs)}
+    reader.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in topics])
+    got: list[dict[str, dict[str, Any]]] = [{} for _ in runs]
+    deadline = time.monotonic() + timeout_s
+    try:
+        while any(len(g) < N_PROBES for g in got) and time.monotonic() < deadline:
+            for msg in reader.consume(10000, 0.5):
+                if msg.error() is None:
+                    record = orjson.loads(msg.value())
+                    if record["transaction_id"] in wanted:
+                        got[topics[msg.topic()]][record["transaction_id"]] = record
+    finally:
+        reader.close()
+    out = []
+    for run, scores in zip(runs, got, strict=True):
+        assert len(scores) == N_PROBES, f"{run.name}: {len(scores)} probes scored"
+        versions = {r["model_version"] for r in scores.values()}
+        assert versions == {run.version}, f"{run.name}: probes scored by {versions}"
+        out.append({t: r["score"] for t, r in scores.items()})
+    return out
 
 
 def _start(
@@ -224,7 +237,9 @@ def test_an_untrusted_label_flood_does_not_move_the_served_scores(
             run.publish()
         for run in runs:
             run.settle()
-        clean, flooded, unguarded = (run.probe() for run in runs)
+        for run in runs:
+            run.publish_probes()
+        clean, flooded, unguarded = _served_probe_scores(runs)
         metrics = scrape(runs[1].train_port)
     n_flood = sum(kind == "labels" for kind, _, _ in _stream(True)[0]) - N_TRAIN
     moved = max(abs(flooded[t] - clean[t]) for t in clean)

@@ -132,3 +132,14 @@ def test_a_low_trust_label_flood_cannot_evict_authoritative_pending_labels() -> 
         assert joined is not None and joined.is_fraud == (i % 10 == 0)
     # Resume offsets still cover the oldest pending label of every rank.
     assert j.labels.min_offsets() == {0: 50 + 10_000 - 100}
+
+
+def test_a_low_trust_label_cannot_flip_a_matured_transaction() -> None:
+    j = Joiner(max_size=10, ttl_s=100, maturation_us=10 * S)
+    j.add_score("a", b"{}", 0.0, 0, 1, event_us=NOW)
+    j.add_score("b", b"{}", 0.0, 0, 2, event_us=NOW)
+    assert len(j.mature(NOW + 11 * S, 1.0)) == 2
+    assert j.add_label("a", True, 2.0, 0, 1, trust=LOW) is None
+    assert j.conflicting_labels == 1
+    late = j.add_label("b", True, 2.0, 0, 2, trust=TRUSTED)
+    assert late is not None and late.kind == "late" and late.trust == TRUSTED

@@ -169,10 +169,11 @@ class Joiner:
     A transaction is joined once: a repeated score (a scorer re-scoring after a crash) or a
     repeated label for a transaction already joined is ignored and counted, and a label that
     contradicts the one already learned is counted as a conflict (the first label stands,
-    unless the new one ranks higher). Exceptions: a transaction learned as legitimate at
-    maturation: its label is returned as kind "late" for the trainer to honour (a fraud label)
-    or count (a legitimate one); a contradicting label that ranks higher than the one learned:
-    returned as kind "override" for the trainer to learn the correction (`Trainer._override`).
+    unless the new one ranks higher). Exceptions: for a transaction learned as legitimate at
+    maturation (which ranks as a trusted label), a label of at least that rank is returned as
+    kind "late" for the trainer to honour (a fraud label) or count (a legitimate one); a
+    contradicting label that ranks higher than the one learned is returned as kind
+    "override" for the trainer to learn the correction (`Trainer._override`).
     A higher-ranked label for a transaction whose label still waits for its score replaces it.
     """
 
@@ -289,8 +290,8 @@ class Joiner:
         learned = self.joined.get(tid)
         if learned is not None:
             kind: Kind | None = None
-            if learned.kind == "matured":
-                kind = "late"
+            if learned.kind == "matured" and trust >= learned.trust:
+                kind = "late"  # maturation is a default: any label at its rank or above wins
             elif learned.is_fraud == is_fraud:
                 if trust > learned.trust:
                     learned.trust = trust  # confirmed: a lower label may not contradict it now

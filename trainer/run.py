@@ -685,11 +685,13 @@ class Trainer(TrainerLifecycle):
             self.metrics.model_log_loss.set(q["log_loss"])
         learned = self.labels_learned
         if learned:
-            # Labelled (explicit or late) over resolved (labelled or matured) transactions.
+            # Labelled (explicit or late) over resolved (labelled or matured) transactions;
+            # an override re-learns a resolved transaction: in neither.
             matured, late = self.label_counts.get("matured", 0), self.label_counts.get("late", 0)
-            resolved = learned - late
+            overridden = self.label_counts.get("overridden", 0)
+            resolved = learned - late - overridden
             if resolved > 0:
-                self.metrics.label_coverage.set((learned - matured) / resolved)
+                self.metrics.label_coverage.set((learned - matured - overridden) / resolved)
         self.metrics.join_pending.labels("score").set(len(self.joiner.scores))
         self.metrics.join_pending.labels("label").set(len(self.joiner.labels))
         j = self.joiner
