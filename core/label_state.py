@@ -101,7 +101,11 @@ class LabelTable:
     def __len__(self) -> int:
         return len(self.stats)
 
-    def observe(self, value: str | None, is_fraud: bool, at: float) -> None:
+    def observe(
+        self, value: str | None, is_fraud: bool, at: float, correction: bool = False
+    ) -> None:
+        """One label for `value` at event time `at`; a `correction` turns an earlier label of
+        the same transaction into `is_fraud` (its fraud count moves, its label count stays)."""
         # A value no transaction can have (longer than the contract allows) is not kept: the
         # state shipped must load wherever it goes.
         if value is None or len(value) > MAX_KEY_CHARS:
@@ -115,7 +119,10 @@ class LabelTable:
                 self.evicted += 1
         else:
             stats.move_to_end(value)
-        add(s, self.taus, 1.0 if is_fraud else 0.0, at)
+        if correction:
+            add(s, self.taus, 1.0 if is_fraud else -1.0, at, 0.0)
+        else:
+            add(s, self.taus, 1.0 if is_fraud else 0.0, at)
         self._changes += 1
 
     def _lookup_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -196,20 +203,21 @@ class LabelTable:
         self._changes += 1
 
 
-def add(s: list[float], taus: Sequence[float], fraud: float, at: float) -> None:
-    """Add one label at event time `at` to decayed counts [t_ref, f1, n1, f2, n2, ...]."""
+def add(s: list[float], taus: Sequence[float], fraud: float, at: float, label: float = 1.0) -> None:
+    """Add `fraud` frauds among `label` labels at event time `at` to decayed counts
+    [t_ref, f1, n1, f2, n2, ...]; frauds stay within [0, labels]."""
     t_ref = s[0]
     if at > t_ref:  # move the reference time forward: older counts decay
         for w, tau in enumerate(taus):
             d = math.exp((t_ref - at) / tau)
-            s[1 + 2 * w] = s[1 + 2 * w] * d + fraud
-            s[2 + 2 * w] = s[2 + 2 * w] * d + 1.0
+            n = s[2 + 2 * w] = s[2 + 2 * w] * d + label
+            s[1 + 2 * w] = min(max(s[1 + 2 * w] * d + fraud, 0.0), n)
         s[0] = at
     else:  # a label for an earlier event counts as decayed already
         for w, tau in enumerate(taus):
             e = math.exp((at - t_ref) / tau)
-            s[1 + 2 * w] += fraud * e
-            s[2 + 2 * w] += e
+            n = s[2 + 2 * w] = s[2 + 2 * w] + label * e
+            s[1 + 2 * w] = min(max(s[1 + 2 * w] + fraud * e, 0.0), n)
 
 
 class LabelState:
@@ -251,16 +259,22 @@ class LabelState:
         country: str | None,
         is_fraud: bool,
         at: float,
+        correction: bool = False,
     ) -> None:
-        """One label that has arrived, for a transaction of event time `at` (epoch s)."""
+        """One label that has arrived, for a transaction of event time `at` (epoch s). A
+        `correction` overrides the label learned earlier for the same transaction (the
+        trainer's late and overriding labels): it moves fraud counts, not label counts."""
         g = self._global
         if g[0] == -math.inf:
             g[0] = at
-        add(g, (GLOBAL_TAU_S,), 1.0 if is_fraud else 0.0, at)
-        self.merchant.observe(merchant, is_fraud, at)
-        self.category.observe(category, is_fraud, at)
-        self.country.observe(country, is_fraud, at)
-        self.labels += 1
+        if correction:
+            add(g, (GLOBAL_TAU_S,), 1.0 if is_fraud else -1.0, at, 0.0)
+        else:
+            add(g, (GLOBAL_TAU_S,), 1.0 if is_fraud else 0.0, at)
+            self.labels += 1
+        self.merchant.observe(merchant, is_fraud, at, correction)
+        self.category.observe(category, is_fraud, at, correction)
+        self.country.observe(country, is_fraud, at, correction)
 
     def columns(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -136,11 +136,16 @@ class GuardrailSettings(BaseModel):
     enabled: bool = True
     # Recent serving-time feature vectors each candidate scores before it is published.
     reference_size: int = Field(1000, ge=10)
-    # Bounds on the candidate's scores over that sample.
+    # Bounds on the candidate's scores over that sample. The lower ones catch a model taught
+    # that nothing is fraud (a flood of "legitimate" labels); 0 turns a lower bound off.
     max_flag_rate: float = Field(0.5, ge=0, le=1)
     max_mean_score: float = Field(0.6, ge=0, le=1)
+    min_flag_rate: float = Field(0.0, ge=0, le=1)
+    min_mean_score: float = Field(0.0001, ge=0, le=1)
     # Held back if its rolling ROC AUC is more than this below the served model's (the scores
     # the scorers gave the same labelled transactions), once both saw `min_labels` labels.
+    # Both are measured on labels from trusted and authoritative sources (and matured
+    # transactions) only: a low-trust feed cannot vouch for the model it taught.
     max_auc_drop: float = Field(0.1, ge=0, le=1)
     min_labels: int = Field(500, ge=1)
 
@@ -164,6 +169,65 @@ class ChallengerSettings(BaseModel):
     margin: float = Field(0.01, ge=0, le=1)
     checks: int = Field(3, ge=1)
     min_labels: int = Field(1000, ge=1)
+
+
+# How far a label source is believed (see trainer/label_trust.py). Ranked: a label from a
+# higher level overrides an earlier contradicting one from a lower level.
+TrustLevel = Literal["low", "trusted", "authoritative"]
+
+
+class LabelSourceSettings(BaseModel):
+    trust: TrustLevel
+    # Labels/s admitted from this source (token bucket); None: its trust level's rate.
+    rate_per_s: float | None = Field(None, ge=0)
+
+
+class LabelSettings(BaseModel):
+    """Who may teach the model. A label names its `source`; only configured sources are
+    learned, each at its trust level. The name is a claim made by whoever writes `labels`:
+    it separates the feeds you configured from the ones you did not; who may write the topic
+    at all is the broker's ACLs."""
+
+    sources: dict[str, TrustLevel | LabelSourceSettings] = Field(
+        default_factory=lambda: {
+            "chargeback": "authoritative",
+            "investigation": "authoritative",
+            "customer": "low",
+        }
+    )
+    # A label without a source (a plain replay file, an older feed) is learned at this level:
+    # `trusted` by default, so any configured authoritative source overrides it, and
+    # `refuse` where every feed names itself. (A claimed name is no stronger proof than a
+    # missing one: who may write `labels` at all is the broker's ACLs.)
+    missing_source: TrustLevel | Literal["refuse"] = "trusted"
+    # Per-source token bucket, by trust level: labels/s (0: unlimited) and burst (seconds of
+    # that rate the bucket holds). The clock is the labels' own record timestamps.
+    rate_per_s: dict[TrustLevel, float] = Field(
+        default_factory=lambda: {"authoritative": 0.0, "trusted": 0.0, "low": 10.0}
+    )
+    burst_s: float = Field(60.0, gt=0)
+    # Refused labels (unconfigured source, no source, over the rate) go to `labels.dlq`.
+    dead_letter_refused: bool = True
+    # Distinct refused source names counted by name in metrics; the rest as "(other)".
+    max_tracked_sources: int = Field(100, ge=1, le=10_000)
+
+    @field_validator("rate_per_s")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        for level, rate in v.items():
+            if rate < 0:
+                raise ValueError(f"rate of {level} must be >= 0, got {rate}")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _names(
+        cls, v: dict[str, TrustLevel | LabelSourceSettings]
+    ) -> dict[str, TrustLevel | LabelSourceSettings]:
+        for name in v:
+            if not name or len(name) > 256:
+                raise ValueError(f"a source name must have 1-256 characters: {name!r}")
+        return v
 
 
 class Settings(BaseSettings):
@@ -196,6 +260,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     challengers: ChallengerSettings = Field(default_factory=ChallengerSettings)
+    labels: LabelSettings = Field(default_factory=LabelSettings)
     # Ed25519 keys for model-updates (infra/signing.py): the trainer signs with the private
     # key; every process that reads snapshots verifies with the public one and does not start
     # without it. Each as PEM or base64 of the 32 raw bytes, or in a file.

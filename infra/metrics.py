@@ -289,6 +289,25 @@ class Metrics:
             registry=r,
         )
 
+        # Label trust (trainer/label_trust.py).
+        self.labels_refused = Counter(
+            "fraudstream_labels_refused_total",
+            "Labels not learned because of their source: untrusted_source (not configured), "
+            "missing_source, rate_limited; by source name (refused names beyond "
+            "labels.max_tracked_sources count as '(other)')",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.label_overrides = Counter(
+            "fraudstream_label_overrides_total",
+            "Labels from a higher-trust source for a transaction labelled by a lower one: "
+            "corrected (contradicted the learned label: correction learned), unmatched (its "
+            "score is gone: not learned), confirmed (agreed), replaced (the lower label was "
+            "still waiting for its score)",
+            ["outcome"],
+            registry=r,
+        )
+
     def set_lag(self, group: str, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(group, topic, str(partition)).set(lag)
 

@@ -110,7 +110,7 @@ def run_producer(
                             "labeled_at": _iso(
                                 event_time + timedelta(seconds=options.label_delay_s)
                             ),
-                            "source": "producer",
+                            "source": "investigation",
                         }
                         heapq.heappush(
                             pending_labels,

@@ -105,7 +105,13 @@ def test_join_buffer_stays_bounded(make_settings: SettingsFactory, tmp_path) -> 
         ["train", "--no-mlflow", "--metrics-port", str(port)], env, tmp_path / "t.log"
     ):
         for i in range(n):
-            label = orjson.dumps({"transaction_id": f"never-scored-{i}", "is_fraud": False})
+            label = orjson.dumps(
+                {
+                    "transaction_id": f"never-scored-{i}",
+                    "is_fraud": False,
+                    "source": "investigation",
+                }
+            )
             outside.produce(settings.topics.labels, label, f"never-scored-{i}".encode())
         outside.flush(30)
         samples = _wait(port, "fraudstream_join_evicted_total|cause=full|side=label", n - 500)

@@ -232,7 +232,7 @@ def _label_json(tid: str, is_fraud: bool) -> bytes:
             "transaction_id": tid,
             "is_fraud": is_fraud,
             "labeled_at": "2026-11-22T13:00:00Z",
-            "source": "test",
+            "source": "investigation",
         }
     )
 

@@ -84,7 +84,7 @@ def test_trainer_sigterm_takes_a_final_snapshot_of_every_label(
         tid = f"t-{uuid.uuid4().hex}"
         score = {"transaction_id": tid, "features": {"amount": float(i % 97), "x": i % 2}}
         outside.produce(settings.topics.scores, orjson.dumps(score), tid.encode())
-        label = {"transaction_id": tid, "is_fraud": i % 10 == 0}
+        label = {"transaction_id": tid, "is_fraud": i % 10 == 0, "source": "investigation"}
         outside.produce(settings.topics.labels, orjson.dumps(label), tid.encode())
     outside.flush(30)
     with fraudstream_process(

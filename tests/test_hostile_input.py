@@ -130,7 +130,9 @@ def test_junk_labels_go_to_the_dlq_and_never_reach_the_model(
             outside.produce(settings.topics.labels, raw, b"k")
         # A label for a transaction nobody scored: buffered, never learned.
         outside.produce(
-            settings.topics.labels, b'{"transaction_id": "unknown", "is_fraud": true}', b"unknown"
+            settings.topics.labels,
+            b'{"transaction_id": "unknown", "is_fraud": true, "source": "investigation"}',
+            b"unknown",
         )
         outside.flush(30)
         dlq = read_topic(settings, settings.topics.labels_dlq, lambda m: len(m) >= len(junk))

@@ -137,3 +137,21 @@ def test_more_keys_than_the_bound_are_refused() -> None:
         state.observe(f"m{i}", "food", "FR", False, T0)
     with pytest.raises(LabelStateError, match="bound"):
         LabelState.from_data(state.to_data(), max_keys=10)
+
+
+def test_a_correction_turns_an_earlier_label_into_the_new_verdict() -> None:
+    corrected, direct = LabelState(), LabelState()
+    for state in (corrected, direct):
+        state.observe("m1", "food", "FR", False, T0)
+    corrected.observe("m2", "food", "FR", False, T0 + 60)
+    corrected.observe("m2", "food", "FR", True, T0 + 60, correction=True)
+    direct.observe("m2", "food", "FR", True, T0 + 60)
+    at = T0 + DAY_S
+    np.testing.assert_allclose(
+        _columns(corrected, ["m1", "m2"], at), _columns(direct, ["m1", "m2"], at), rtol=1e-12
+    )
+    assert corrected.labels == direct.labels == 2
+    # Back to legitimate: as if it had never been a fraud; counts never go below zero.
+    corrected.observe("m2", "food", "FR", False, T0 + 60, correction=True)
+    corrected.observe("m2", "food", "FR", False, T0 + 60, correction=True)
+    assert min(corrected.merchant.stats["m2"][1:]) >= 0.0

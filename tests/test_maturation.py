@@ -196,7 +196,7 @@ def _metric(port: int, name: str, **labels: str) -> float:
 
 
 def _label(tid: str, is_fraud: bool) -> bytes:
-    return orjson.dumps({"transaction_id": tid, "is_fraud": is_fraud, "source": "test"})
+    return orjson.dumps({"transaction_id": tid, "is_fraud": is_fraud, "source": "investigation"})
 
 
 def _send(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:

@@ -167,7 +167,7 @@ def synthetic_pairs(n: int, seed: int, prefix: str) -> list[tuple[str, bytes, by
             "scored_at": "2026-11-22T12:00:01Z",
             "features": features,
         }
-        label = {"transaction_id": tid, "is_fraud": fraud, "source": "test"}
+        label = {"transaction_id": tid, "is_fraud": fraud, "source": "investigation"}
         out.append((tid, orjson.dumps(score), orjson.dumps(label)))
     return out
 
@@ -441,47 +441,39 @@ def test_guardrail_rules() -> None:
         amount = rng.lognormvariate(5.5 if fraud else 3.5, 1.0)
         return {"amount": amount, "log_amount": math.log1p(amount)}
 
-    pipeline = build_pipeline(settings.model)
-    rails = Guardrails(settings)
-    quality = RollingQuality(500, 0.5)
-    for _ in range(300):
-        y = rng.random() < 0.2
-        x = sample(y)
-        p = pipeline.predict_proba_one(x).get(True, 0.0)
-        quality.update(y, p)
-        # The model in service ranked perfectly; this candidate ranks at random.
-        rails.observe(x, y, 0.9 if y else 0.1)
-        pipeline.learn_one(x, y)
-    sane = build_pipeline(settings.model)
-    assert rails.check(sane, RollingQuality(500, 0.5)) == []
-    codes = [code for code, _ in rails.check(sane, _inverted(quality))]
-    assert codes == ["quality"]
+    def rails_for(candidate_ranks_backwards: bool) -> Guardrails:
+        rails = Guardrails(settings)
+        for _ in range(300):
+            y = rng.random() < 0.2
+            # The model in service ranked perfectly; the candidate (its progressive
+            # predictions on the same trusted labels) too, or backwards.
+            good, bad = (0.8, 0.2) if y else (0.2, 0.8)
+            rails.observe(
+                sample(y), y, 0.9 if y else 0.1, bad if candidate_ranks_backwards else good
+            )
+        return rails
 
-    # Scores on the reference sample out of bounds.
+    sane = build_pipeline(settings.model)
+    assert rails_for(False).check(sane) == []
+    rails = rails_for(True)
+    assert [code for code, _ in rails.check(sane)] == ["quality"]
+
+    # Scores on the reference sample out of bounds, above and below.
     loud = build_pipeline(settings.model.model_copy(update={"prior_fraud_rate": 0.9}))
-    codes = [code for code, _ in rails.check(loud, RollingQuality(500, 0.5))]
-    assert codes == ["flag_rate", "mean_score"]
+    assert [code for code, _ in rails_for(False).check(loud)] == ["flag_rate", "mean_score"]
+    mute = build_pipeline(settings.model.model_copy(update={"prior_fraud_rate": 1e-6}))
+    assert [code for code, _ in rails_for(False).check(mute)] == ["mean_score_low"]
 
     # Non-finite parameters.
     broken = build_pipeline(settings.model)
     broken.learn_one({"amount": 1.0}, True)
     broken["logreg"]._weights["amount"] = float("nan")
-    held = rails.check(broken, RollingQuality(500, 0.5))
+    held = rails.check(broken)
     assert [code for code, _ in held] == ["non_finite"] and "logreg.weights[amount]" in held[0][1]
 
     disabled = settings.guardrails.model_copy(update={"enabled": False})
     off = Guardrails(settings.model_copy(update={"guardrails": disabled}))
-    assert off.check(broken, RollingQuality(500, 0.5)) == []
-
-
-def _inverted(quality: RollingQuality) -> RollingQuality:
-    """A candidate whose scores rank labels backwards (AUC near 0)."""
-    out = RollingQuality(500, 0.5)
-    rng = random.Random(4)
-    for _ in range(quality.seen):
-        y = rng.random() < 0.2
-        out.update(y, 0.1 if y else 0.9)
-    return out
+    assert off.check(broken) == []
 
 
 def test_trainer_holds_back_insane_snapshots(

@@ -227,6 +227,10 @@ def test_the_requested_conditions_are_covered() -> None:
         "fraudstream_model_roc_auc",  # AUC low / dropped
         "rate(fraudstream_dlq_total",  # dead letters
         "up{",  # targets down
+        "fraudstream_snapshots_held_total",  # guardrails holding the model back
+        "fraudstream_snapshots_refused_total",  # forged or tampered snapshots
+        'cause="conflict"',  # labels contradicting each other
+        "fraudstream_labels_refused_total",  # quarantined label sources
     ):
         assert needle in joined, needle
 

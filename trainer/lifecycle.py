@@ -1,9 +1,11 @@
 """The trainer's side of the model lifecycle, kept out of the training loop's file:
 
 - `Guardrails`: a snapshot is published only if it is sane: finite parameters, scores on a
-  recent reference sample of serving-time feature vectors within bounds, and progressive
-  quality not collapsed against the model in service (the scores scorers gave the same
-  labelled transactions). Otherwise it is held back: the serving model stays.
+  recent reference sample of serving-time feature vectors within lower and upper bounds, and
+  progressive quality not collapsed against the model in service (the scores scorers gave
+  the same labelled transactions). Only labels from trusted sources (trainer/label_trust.py)
+  and matured transactions feed these checks: a low-trust feed cannot vouch for the model it
+  taught. Otherwise the snapshot is held back: the serving model stays.
 - `RollbackWatcher`: follows `model-updates` for snapshots republished by
   `fraudstream model rollback`, which the trainer then adopts and learns on from.
 - `TrainerLifecycle`: the trainer's reactions to those (hold back, adopt a rollback, promote),
@@ -72,21 +74,31 @@ class Guardrails:
         self.cfg = settings.guardrails
         self.threshold = settings.scorer.threshold
         self.reference: deque[dict[str, float]] = deque(maxlen=self.cfg.reference_size)
-        self.served_auc = river_metrics.RollingROCAUC(window_size=settings.trainer.quality_window)
+        window = settings.trainer.quality_window
+        # On the same trusted labels: the served scores, and the candidate's own progressive
+        # predictions (before it learned each label).
+        self.served_auc = river_metrics.RollingROCAUC(window_size=window)
         self.served_seen = 0
+        self.candidate_auc = river_metrics.RollingROCAUC(window_size=window)
+        self.candidate_seen = 0
         self.holds = 0
 
-    def observe(self, features: dict[str, float], y: bool, served_score: Any) -> None:
-        """One labelled transaction: its serving-time features and the score it was served."""
+    def observe(
+        self, features: dict[str, float], y: bool, served_score: Any, predicted: float
+    ) -> None:
+        """One transaction with a trusted label: its serving-time features, the score it was
+        served and the candidate's probability before learning it."""
         self.reference.append(features)
         if isinstance(served_score, self._NUMBER) and math.isfinite(served_score):
             self.served_auc.update(y, float(served_score))
             self.served_seen += 1
+        if math.isfinite(predicted):
+            self.candidate_auc.update(y, predicted)
+            self.candidate_seen += 1
 
     def check(
         self,
         pipeline: Any,
-        quality: RollingQuality,
         predict_many: Callable[[Sequence[dict[str, float]]], list[float]] | None = None,
     ) -> list[Hold]:
         """Why this model must not be published; empty if it may. `predict_many`: the
@@ -117,6 +129,14 @@ class Guardrails:
                         f"(max {self.cfg.max_flag_rate:.1%})",
                     )
                 )
+            if flag_rate < self.cfg.min_flag_rate:
+                held.append(
+                    (
+                        "flag_rate_low",
+                        f"flags {flag_rate:.1%} of {n} recent transactions "
+                        f"(min {self.cfg.min_flag_rate:.1%})",
+                    )
+                )
             if mean > self.cfg.max_mean_score:
                 held.append(
                     (
@@ -125,15 +145,23 @@ class Guardrails:
                         f"(max {self.cfg.max_mean_score:.3f})",
                     )
                 )
-        if quality.seen >= self.cfg.min_labels and self.served_seen >= self.cfg.min_labels:
-            candidate, served = quality.roc_auc.get(), self.served_auc.get()
+            if mean < self.cfg.min_mean_score:
+                held.append(
+                    (
+                        "mean_score_low",
+                        f"mean score {mean:.5f} on {n} recent transactions "
+                        f"(min {self.cfg.min_mean_score:.5f})",
+                    )
+                )
+        if self.candidate_seen >= self.cfg.min_labels and self.served_seen >= self.cfg.min_labels:
+            candidate, served = self.candidate_auc.get(), self.served_auc.get()
             if candidate is not None and served is not None:
                 if candidate < served - self.cfg.max_auc_drop:
                     held.append(
                         (
                             "quality",
-                            f"rolling ROC AUC {candidate:.3f} vs {served:.3f} for the model in "
-                            f"service (max drop {self.cfg.max_auc_drop})",
+                            f"rolling ROC AUC {candidate:.3f} on trusted labels vs {served:.3f} "
+                            f"for the model in service (max drop {self.cfg.max_auc_drop})",
                         )
                     )
         return held

@@ -42,6 +42,7 @@ from scorer.label_state import empty_label_state, label_state_of
 from scorer.model import build_pipeline, upgrade_pipeline
 from trainer.fast_learner import FusedModel
 from trainer.join import Joined, Joiner
+from trainer.label_trust import JUDGING_RANK, LabelGate
 from trainer.lifecycle import Arena, Guardrails, RollbackWatcher, TrainerLifecycle
 from trainer.maturation import (
     MAX_FUTURE_US,
@@ -107,6 +108,11 @@ class Trainer(TrainerLifecycle):
         self._labels_caught_up = False  # see _maturation_watermark
         self._state = "starting"  # fraudstream_process_state
         self.fetcher = ScoreFetcher(settings)
+        # Who may teach the model (trainer/label_trust.py); refusals counted by (source, reason).
+        self.gate = LabelGate(settings.labels)
+        self._refused: dict[tuple[str, str], Any] = {}
+        self._dead_letters_dropped = 0
+        self._dropped_logged_at = float("-inf")
         # Per-record metric updates are batched or resolved once (labels() costs ~2 us).
         self._labels_read = {b: metrics.labels.labels(str(b).lower()) for b in (True, False)}
         self._read_unreported = {True: 0, False: 0}  # reported with the gauges, per loop turn
@@ -382,14 +388,65 @@ class Trainer(TrainerLifecycle):
         self._read_unreported[label.is_fraud] += 1
         ts_type, ts_ms = msg.timestamp()
         time_us = ts_ms * 1000 if ts_type != TIMESTAMP_NOT_AVAILABLE and ts_ms > 0 else 0
+        verdict = self.gate.admit(label.source, time_us)
+        if verdict.reason is not None:
+            self._refuse(msg, verdict.source, verdict.reason)
+            return None
         return self.joiner.add_label(
-            label.transaction_id, label.is_fraud, now, msg.partition(), msg.offset(), time_us
+            label.transaction_id,
+            label.is_fraud,
+            now,
+            msg.partition(),
+            msg.offset(),
+            time_us,
+            verdict.rank,
         )
 
     def _dead_letter(self, msg: Message, exc: DecodeError) -> None:
         key, value, headers = dead_letter(msg, exc.reason, exc.detail)
         self.delivery.produce(self.topics.labels_dlq, value, key, headers, self.delivery.callback)
         self.metrics.dlq.labels(msg.topic(), exc.reason).inc()
+
+    def _refuse(self, msg: Message, source: str, reason: str) -> None:
+        """A label not learned because of its source: counted, and dead-lettered (it can be
+        replayed once its source is configured). It never enters the join buffer."""
+        counter = self._refused.get((source, reason))
+        if counter is None:  # bounded: LabelGate caps the source names
+            counter = self._refused[(source, reason)] = self.metrics.labels_refused.labels(
+                source, reason
+            )
+        counter.inc()
+        if not self.settings.labels.dead_letter_refused:
+            return
+        key, value, headers = dead_letter(msg, reason, f"source {source}")
+        for attempt in range(2):
+            try:
+                self.producer.produce(
+                    self.topics.labels_dlq, value, key, headers=headers,
+                    on_delivery=self.delivery.callback,
+                )  # fmt: skip
+            except BufferError:
+                # A flood fills the producer's queue faster than the broker takes it: serve
+                # the delivery callbacks once, then let this dead letter go (the refusal is
+                # counted above). Never wait here: a flood must not slow the trainer down.
+                if attempt == 0:
+                    self.producer.poll(0)
+                    continue
+            except KafkaException as exc:
+                log.debug("dead letter for a refused label not sent: %s", exc)
+            else:
+                self.metrics.dlq.labels(msg.topic(), reason).inc()
+                return
+            break
+        self._dead_letters_dropped += 1
+        now = time.monotonic()
+        if now - self._dropped_logged_at >= 60.0:
+            self._dropped_logged_at = now
+            log.warning(
+                "%d refused labels not dead-lettered so far (producer queue full): counted "
+                "in fraudstream_labels_refused_total only",
+                self._dead_letters_dropped,
+            )
 
     def _already_learned(self, joined: Joined) -> bool:
         """Both halves were read before the snapshot we resumed from: learned back then.
@@ -408,6 +465,9 @@ class Trainer(TrainerLifecycle):
             return
         if joined.kind == "late":
             self._late(joined)
+            return
+        if joined.kind == "override":
+            self._override(joined)
             return
         if self._fit(joined) and joined.kind == "matured":
             self.label_counts["matured"] = self.label_counts.get("matured", 0) + 1
@@ -438,12 +498,40 @@ class Trainer(TrainerLifecycle):
             )
             self.metrics.late_labels.labels("unmatched").inc()
             return
-        if self._fit(replace(joined, score_raw=raw)):
+        if self._fit(replace(joined, score_raw=raw), correction=True):
             self.label_counts["late"] = self.label_counts.get("late", 0) + 1
             self.metrics.late_labels.labels("honoured").inc()
 
-    def _fit(self, joined: Joined) -> bool:
-        """Evaluate, then learn one joined transaction. False: the Score was unusable."""
+    def _override(self, joined: Joined) -> None:
+        """A label from a higher-trust source contradicts the label learned for this
+        transaction (an investigator's verdict after a customer's report, a chargeback).
+
+        The earlier update is not undone (SGD cannot unlearn exactly). The Score is re-read
+        from the scores topic and learned once more, with the overriding label and its usual
+        weight; the transaction's label is the overriding one from now on (a later label of
+        lower trust is a conflict). The residual of the earlier step stays in the model: small
+        when the earlier label called a missed fraud legitimate (its step was proportional to
+        the small fraud probability), larger for a false fraud label (fraud weight). Counted
+        as `corrected`, or `unmatched` when the Score is gone.
+        """
+        raw = self.fetcher.fetch(*joined.score_at)
+        if raw is None:
+            log.warning(
+                "overriding label for %s: its score %s[%d]@%d is gone; not learned",
+                joined.transaction_id,
+                self.topics.scores,
+                *joined.score_at,
+            )
+            self.metrics.label_overrides.labels("unmatched").inc()
+            return
+        if self._fit(replace(joined, score_raw=raw), correction=True):
+            self.label_counts["overridden"] = self.label_counts.get("overridden", 0) + 1
+            self.metrics.label_overrides.labels("corrected").inc()
+
+    def _fit(self, joined: Joined, correction: bool = False) -> bool:
+        """Evaluate, then learn one joined transaction. False: the Score was unusable. A
+        `correction` (late or overriding label) turns the transaction's earlier label in the
+        label-fed state into this one instead of counting a second label."""
         raw = joined.score_raw or b""
         fields = decode_score_fields(raw)
         if fields is not None:  # numbers only: the compiled learner
@@ -473,13 +561,16 @@ class Trainer(TrainerLifecycle):
         y = joined.is_fraud
         # Progressive validation: the model's probability before it learns the label.
         # Matured transactions count too: they are most of the real negatives.
-        self.quality.update(y, learn(features, y, self.arena.fraud_weight if y else 1.0))
-        self.guardrails.observe(features, y, served)
+        predicted = learn(features, y, self.arena.fraud_weight if y else 1.0)
+        self.quality.update(y, predicted)
+        # Only labels from trusted sources (and matured transactions) judge candidate models.
+        if joined.trust >= JUDGING_RANK:
+            self.guardrails.observe(features, y, served, predicted)
         self.label_counts["fraud" if y else "legit"] += 1
         self.arena.learn(features, y)
         event_us = joined.event_us or event_time_us(event_time)
         if event_us:
-            self._observe_label_state(entities, y, event_us)
+            self._observe_label_state(entities, y, event_us, correction)
         self.labels_learned += 1
         self.last_label_at = joined.label_arrived
         self._since_snapshot += 1
@@ -488,13 +579,15 @@ class Trainer(TrainerLifecycle):
             self._lags.append(max(0.0, (joined.label_us - event_us) / 1e6))
         return True
 
-    def _observe_label_state(self, entities: tuple[Any, Any, Any], y: bool, event_us: int) -> None:
+    def _observe_label_state(
+        self, entities: tuple[Any, Any, Any], y: bool, event_us: int, correction: bool
+    ) -> None:
         """Feed one learned label to the label-fed state the next snapshot ships (on the same
         path as learning: exactly once, restarts included)."""
         if event_us > wall_clock_us() + MAX_FUTURE_US:  # would pin the state in the future
             return
         merchant, category, country = (v if isinstance(v, str) else None for v in entities)
-        self.label_state.observe(merchant, category, country, y, event_us / 1e6)
+        self.label_state.observe(merchant, category, country, y, event_us / 1e6, correction)
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -571,7 +664,7 @@ class Trainer(TrainerLifecycle):
             self._maybe_promote()
         quality = self.quality.as_dict()
         held = (
-            self.guardrails.check(self.pipeline, self.quality, self.fused.predict_many)
+            self.guardrails.check(self.pipeline, self.fused.predict_many)
             if self._since_snapshot
             else []
         )
@@ -681,11 +774,13 @@ class Trainer(TrainerLifecycle):
             self.metrics.model_log_loss.set(q["log_loss"])
         learned = self.labels_learned
         if learned:
-            # Labelled (explicit or late) over resolved (labelled or matured) transactions.
+            # Labelled (explicit or late) over resolved (labelled or matured) transactions;
+            # an override re-learns a resolved transaction: in neither.
             matured, late = self.label_counts.get("matured", 0), self.label_counts.get("late", 0)
-            resolved = learned - late
+            overridden = self.label_counts.get("overridden", 0)
+            resolved = learned - late - overridden
             if resolved > 0:
-                self.metrics.label_coverage.set((learned - matured) / resolved)
+                self.metrics.label_coverage.set((learned - matured - overridden) / resolved)
         self.metrics.join_pending.labels("score").set(len(self.joiner.scores))
         self.metrics.join_pending.labels("label").set(len(self.joiner.labels))
         j = self.joiner
@@ -698,6 +793,11 @@ class Trainer(TrainerLifecycle):
             if total > seen:
                 self.metrics.join_ignored.labels(side, cause).inc(total - seen)
                 self._evictions_reported[(side, cause)] = total
+        for outcome, total in (("confirmed", j.confirming_labels), ("replaced", j.replaced_labels)):
+            seen = self._evictions_reported.get(("override", outcome), 0)
+            if total > seen:
+                self.metrics.label_overrides.labels(outcome).inc(total - seen)
+                self._evictions_reported[("override", outcome)] = total
         for side, buffer in (("score", self.joiner.scores), ("label", self.joiner.labels)):
             for cause, total in (
                 ("full", buffer.evicted_full),

@@ -85,7 +85,11 @@ def measure(
             "features": features[i],
         }
         producer.produce(topics.scores, orjson.dumps(score), key)
-        label = {"transaction_id": tx.transaction_id, "is_fraud": i % 100 == 0}
+        label = {
+            "transaction_id": tx.transaction_id,
+            "is_fraud": i % 100 == 0,
+            "source": "investigation",
+        }
         producer.produce(topics.labels, orjson.dumps(label), key)
         sent_at.append(time.time())
 

@@ -37,7 +37,11 @@ def labels_per_s(settings: Settings, n: int, partitions: int) -> float:
         key = tx.transaction_id.encode()
         score = {"transaction_id": tx.transaction_id, "score": 0.01, "features": x, "at": now}
         producer.produce(topics.scores, orjson.dumps(score), key)
-        label = {"transaction_id": tx.transaction_id, "is_fraud": i % 100 == 0}
+        label = {
+            "transaction_id": tx.transaction_id,
+            "is_fraud": i % 100 == 0,
+            "source": "investigation",
+        }
         producer.produce(topics.labels, orjson.dumps(label), key)
         if i % 5000 == 0:
             producer.poll(0)
