@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
@@ -163,6 +163,48 @@ class ChallengerSettings(BaseModel):
     min_labels: int = Field(1000, ge=1)
 
 
+class ApiClientSettings(BaseModel):
+    """One caller of `fraudstream api`: its secret is stored only as a SHA-256 hex digest
+    (secrets are generated, high-entropy strings, so a fast hash is enough)."""
+
+    secret_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[Literal["score", "label", "admin"]] = Field(min_length=1)
+    # Requests per second and burst for this client (default: api.rate_per_s, api.burst).
+    rate_per_s: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)
+
+
+class ApiSettings(BaseModel):
+    """`fraudstream api`: the HTTP edge over the topics (fraudstream/api/)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # How long POST /v1/transactions waits for the Score before answering 202.
+    deadline_ms: int = Field(500, ge=1, le=60_000)
+    # Bodies above this are refused (413) before they are read whole.
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    max_batch_labels: int = Field(1000, ge=1)
+    # Client id -> credentials. JSON in the environment:
+    # FRAUDSTREAM_API__CLIENTS='{"checkout": {"secret_sha256": "...", "scopes": ["score"]}}'
+    clients: dict[str, ApiClientSettings] = Field(default_factory=dict)
+    # Signs access tokens (HS256). Unset: a random key per process, so a token is honoured
+    # only by the replica that issued it; set one shared key for several replicas.
+    token_key: SecretStr | None = None
+    token_ttl_s: int = Field(900, ge=10, le=86_400)
+    rate_per_s: float = Field(200.0, gt=0)
+    burst: int = Field(400, ge=1)
+    # Recent Scores kept by each replica for GET /v1/scores/{id} (every replica reads every
+    # Score, so any replica answers for a recent one).
+    score_cache: int = Field(100_000, ge=100)
+    # The Score reader's fetch wait: the reply latency floor on a broker that holds fetches.
+    fetch_wait_max_ms: int = Field(10, ge=1)
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key_or_none(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is not None and v.get_secret_value() else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -190,6 +232,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     challengers: ChallengerSettings = Field(default_factory=ChallengerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     # HMAC key for model-updates: the trainer signs snapshots, scorers refuse unsigned or
     # tampered ones. Unset: snapshots carry a SHA-256 only.
     snapshot_key: SecretStr | None = None
