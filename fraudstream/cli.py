@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only",
         nargs="+",
-        choices=["throughput", "latency", "scaleout", "memory", "trainer", "freshness"],
+        choices=["throughput", "latency", "scaleout", "memory", "trainer", "freshness", "api"],
         help="run only these parts",
     )
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
