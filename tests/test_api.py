@@ -192,7 +192,14 @@ def test_readyz_waits_for_a_model_and_model_reports_it(
     assert model["labels_learned"] == 2000
     assert model["lineage"]["origin"] == "trainer"
     assert model["name"] == api_settings.model.name
-    assert model["registry"] == {"name": api_settings.model.name, "version": None}
+    # No registry version was logged from it (no trainer here): the lineage says so.
+    assert model["registry"] == {
+        "name": api_settings.model.name,
+        "version": None,
+        "latest_version": None,
+        "latest_snapshot_version": None,
+        "champion_version": None,
+    }
 
 
 def test_score_round_trip_answers_the_scorers_score(stack: dict[str, Api]) -> None:

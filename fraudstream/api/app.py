@@ -24,7 +24,7 @@ from fraudstream.api.docs import mount_docs
 from fraudstream.api.errors import HANDLERS, ApiError, invalid_body
 from fraudstream.api.limits import BodySizeLimit
 from fraudstream.api.metrics import ApiMetrics, MeasureRequests
-from fraudstream.api.model_info import ModelInfo, registry_version_of
+from fraudstream.api.model_info import ModelInfo, registry_lineage
 from fraudstream.api.publisher import Publisher, PublishError
 from fraudstream.api.replies import ScoreReplies
 from infra.config import Settings
@@ -58,7 +58,7 @@ class Edge:
     publisher: Publisher | None = None
     replies: ScoreReplies | None = None
     model: ModelInfo | None = None
-    registry_versions: dict[int, int | None] = field(default_factory=dict)
+    registry_lineage: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.publisher = Publisher(self.settings).start()
@@ -378,21 +378,22 @@ def _parse_labels(raw: bytes, limit: int) -> list[Label]:
 
 
 async def _registry(edge: Edge, current: dict[str, Any]) -> dict[str, Any]:
-    """The registry version of the served snapshot: its own when it came from the registry,
-    else looked up once per snapshot version (the trainer logs versions tagged with it)."""
-    name = edge.settings.registry.name or edge.settings.model.name
-    version = current["lineage"]["registry_version"]
-    if version is None and edge.settings.registry.enabled:
-        key = int(current["version"])
-        if key not in edge.registry_versions:
-            try:
-                found = await asyncio.wait_for(
-                    asyncio.to_thread(registry_version_of, edge.settings, key), 5.0
-                )
-            except Exception as exc:  # noqa: BLE001  the registry is optional for serving
-                return {"name": name, "version": None, "error": f"registry unavailable: {exc}"}
-            if len(edge.registry_versions) > 1000:
-                edge.registry_versions.clear()
-            edge.registry_versions[key] = found
-        version = edge.registry_versions[key]
-    return {"name": name, "version": version}
+    """The registry's view of the served snapshot, looked up once per snapshot version. A
+    snapshot republished from the registry (rollback, warm start) names its version itself."""
+    settings = edge.settings
+    name = settings.registry.name or settings.model.name
+    if not settings.registry.enabled:
+        return {"name": name, "enabled": False}
+    key = int(current["version"])
+    if key not in edge.registry_lineage:
+        try:
+            found = await asyncio.wait_for(asyncio.to_thread(registry_lineage, settings, key), 5.0)
+        except Exception as exc:  # noqa: BLE001  the registry is optional for serving
+            return {"name": name, "version": None, "error": f"registry unavailable: {exc}"}
+        if len(edge.registry_lineage) > 1000:
+            edge.registry_lineage.clear()
+        edge.registry_lineage[key] = found
+    lineage = dict(edge.registry_lineage[key])
+    if current["lineage"]["registry_version"] is not None:
+        lineage["version"] = current["lineage"]["registry_version"]
+    return {"name": name, **lineage}

@@ -53,7 +53,7 @@ class ModelInfo:
         info = describe(snapshot)
         with self._lock:
             self._current = info
-        log.info("serving model v%d (%s)", snapshot.version, snapshot.origin)
+        log.debug("serving model v%d (%s)", snapshot.version, snapshot.origin)
 
     def start(self) -> ModelInfo:
         self._watcher.start()
@@ -73,12 +73,26 @@ class ModelInfo:
         return self._watcher.ready.is_set()
 
 
-def registry_version_of(settings: Settings, snapshot_version: int) -> int | None:
-    """The Model Registry version logged from this snapshot version, if any (blocking)."""
+def registry_lineage(settings: Settings, snapshot_version: int) -> dict[str, Any]:
+    """Where the served snapshot stands in the Model Registry (blocking): the version logged
+    from it if any (the trainer logs one every `trainer.mlflow_every_s`, not every snapshot),
+    the newest version and the snapshot it came from, and the champion alias's version."""
     from infra import registry
 
-    versions, _aliases = registry.list_versions(settings)
-    for mv in versions:
-        if registry.snapshot_version_of(mv) == snapshot_version:
-            return int(mv.version)
-    return None
+    versions, aliases = registry.list_versions(settings)
+    exact = next(
+        (
+            int(mv.version)
+            for mv in versions
+            if registry.snapshot_version_of(mv) == snapshot_version
+        ),
+        None,
+    )
+    latest = versions[0] if versions else None
+    champion = aliases.get(settings.registry.champion_alias)
+    return {
+        "version": exact,
+        "latest_version": int(latest.version) if latest is not None else None,
+        "latest_snapshot_version": registry.snapshot_version_of(latest) if latest else None,
+        "champion_version": int(champion) if champion is not None else None,
+    }

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import threading
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from infra.config import Settings
 from infra.kafka import make_producer
@@ -47,6 +47,8 @@ class Publisher:
             self._producer.produce(topic, value, key, on_delivery=on_delivery)
         except BufferError:
             done.set_exception(PublishError("the producer's local queue is full"))
+        except KafkaException as exc:
+            done.set_exception(PublishError(str(exc)))
         return done
 
     def broker_reachable(self, timeout_s: float = 2.0) -> bool:
