@@ -18,6 +18,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 ENV_PREFIX = "FRAUDSTREAM_"
@@ -321,6 +322,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         settings = _build(file_values, overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    except SettingsError as exc:
+        # A structured value (e.g. FRAUDSTREAM_API__CLIENTS) that is not valid JSON.
+        raise ConfigError(f"{exc} (structured settings are JSON in the environment)") from None
     kafka = {**settings.kafka, **_kafka_env()}
     return settings.model_copy(update={"kafka": kafka})
 

@@ -3,11 +3,15 @@ error shape taken from the wire contract's decode errors."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fraudstream.api.app import _parse_labels
+from fraudstream.api.auth import hash_secret
 from fraudstream.api.errors import ApiError, invalid_body
 from fraudstream.api.ratelimit import RateLimiter
+from infra.config import ConfigError, load_settings
 from schemas.codec import DecodeError, decode_transaction
 
 
@@ -85,3 +89,28 @@ def test_label_batch_and_single_label_parse() -> None:
             + b"]}",
             10,
         )
+
+
+def test_api_settings_errors_are_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FRAUDSTREAM_API__CLIENTS", "not json")
+    with pytest.raises(ConfigError, match='field "api"'):
+        load_settings()
+    monkeypatch.setenv(
+        "FRAUDSTREAM_API__CLIENTS", '{"c": {"secret_sha256": "abc", "scopes": ["score"]}}'
+    )
+    with pytest.raises(ConfigError, match=r"api\.clients\.c\.secret_sha256"):
+        load_settings()
+    monkeypatch.setenv(
+        "FRAUDSTREAM_API__CLIENTS",
+        '{"c": {"secret_sha256": "' + hash_secret("s") + '", "scopes": ["everything"]}}',
+    )
+    with pytest.raises(ConfigError, match=r"api\.clients\.c\.scopes"):
+        load_settings()
+    monkeypatch.setenv(
+        "FRAUDSTREAM_API__CLIENTS",
+        '{"c": {"secret_sha256": "' + hash_secret("s") + '", "scopes": ["score", "label"]}}',
+    )
+    assert load_settings().api.clients["c"].scopes == ["score", "label"]
