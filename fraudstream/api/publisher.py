@@ -44,7 +44,7 @@ class Publisher:
             loop.call_soon_threadsafe(_settle, done, err)
 
         try:
-            self._producer.produce(topic, value, key, on_delivery=on_delivery)
+            self._producer.produce(topic, value, key, -1, on_delivery)
         except BufferError:
             done.set_exception(PublishError("the producer's local queue is full"))
         except KafkaException as exc:
