@@ -1,7 +1,7 @@
 """The HTTP API under load: requests/s and end-to-end latency (request sent -> Score
-answered) at several concurrencies, then at 20% of the highest rate reached, beside the
-Kafka-only latency (transaction produced -> Score read) through the same scorer at the same
-rate, so the API's own share is visible.
+answered) at several concurrencies, then at 20% of the highest rate reached, and at the same
+time and rate the Kafka-only latency (transaction produced -> Score read) through the same
+scorer, so the API's own share is visible.
 
 A scorer and a `fraudstream api` run as processes of their own; this process offers the load
 (`http_load.py`) and, for the Kafka-only figure, produces and reads the topics directly.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -90,7 +91,7 @@ def _token(base: str, client: str, secret: str, proc: Any, log_path: Path) -> st
             time.sleep(0.2)
 
 
-async def _load(port: int, token: str, step_s: float) -> dict[str, Any]:
+async def _load(port: int, token: str, step_s: float, kafka: KafkaOnly) -> dict[str, Any]:
     headers = b"Authorization: Bearer %s\r\n" % token.encode()
     bodies = Bodies(f"api-{uid()}")
     # Warm-up: until the scorer (compiling at start) answers within the deadline.
@@ -108,7 +109,12 @@ async def _load(port: int, token: str, step_s: float) -> dict[str, Any]:
         log.info("api at concurrency %d: %s", concurrency, levels[-1])
     capacity = max(level["per_s"] for level in levels)
     rate = max(capacity * LIGHT_LOAD, 1.0)
+    # The Kafka-only load runs at the same time, at the same rate: both see the same broker
+    # state and the same neighbours on the machine.
+    offer = threading.Thread(target=kafka.offer, args=(rate, step_s), name="kafka-only")
+    offer.start()
     light = await open_loop("127.0.0.1", port, headers, PATH, bodies, rate, step_s)
+    await asyncio.to_thread(offer.join)
     return {
         "levels": levels,
         "capacity_per_s": capacity,
@@ -116,60 +122,76 @@ async def _load(port: int, token: str, step_s: float) -> dict[str, Any]:
     }
 
 
-def _kafka_only(
-    settings: Settings, topics: Topics, rate: float, seconds: float
-) -> dict[str, float]:
-    """Produce -> Score read, through the scorer the API uses, at `rate`/s."""
-    prefix = f"kafka-{uid()}"
-    producer = make_producer(settings, "bench api kafka-only")
-    pool = records(5000, seed=19)
-    sent_at: dict[str, float] = {}
-    with OutputReader(settings, topics.scores) as reader:
+class KafkaOnly:
+    """Transactions produced straight to `transactions` at a rate, their Scores read from
+    `scores`: the latency of the Kafka path through the scorer the API uses."""
+
+    def __init__(self, settings: Settings, topics: Topics) -> None:
+        self.topics = topics
+        self.prefix = f"kafka-{uid()}"
+        self.producer = make_producer(settings, "bench api kafka-only")
+        self.reader = OutputReader(settings, topics.scores)
+        self.pool = records(5000, seed=19)
+        self.sent_at: dict[str, float] = {}
+        self.rate = 0.0
+        self._read = 0
+
+    def __enter__(self) -> KafkaOnly:
+        self.reader.__enter__()
         # Until the reader has joined and reads live: records it read late would count the
         # group join as latency.
-        warm = f"{prefix}-warm"
-        r = pool[0]
-        producer.produce(topics.transactions, orjson.dumps({**r, "transaction_id": warm}))
-        producer.flush(10)
+        warm = f"{self.prefix}-warm"
+        self.producer.produce(
+            self.topics.transactions, orjson.dumps({**self.pool[0], "transaction_id": warm})
+        )
+        self.producer.flush(10)
         deadline = time.monotonic() + 60
-        read = 0
         while time.monotonic() < deadline:
-            arrivals = reader.arrivals[read:]
-            read += len(arrivals)
+            arrivals = self.reader.arrivals[self._read :]
+            self._read += len(arrivals)
             if any(warm.encode() in (v or b"") for _, v in arrivals):
                 break
             time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.reader.__exit__()
+
+    def offer(self, rate: float, seconds: float) -> None:
+        self.rate = rate
         start = time.time()
         sent = 0
         while (now := time.time()) < start + seconds:
             for _ in range(int((now - start) * rate) - sent):
-                r = pool[sent % len(pool)]
-                tid = f"{prefix}-{sent}"
+                r = self.pool[sent % len(self.pool)]
+                tid = f"{self.prefix}-{sent}"
                 value = orjson.dumps({**r, "transaction_id": tid, "timestamp": _iso(now)})
-                producer.produce(topics.transactions, value, str(r["card_id"]).encode())
-                sent_at[tid] = now
+                self.producer.produce(self.topics.transactions, value, str(r["card_id"]).encode())
+                self.sent_at[tid] = now
                 sent += 1
-            producer.poll(0)
+            self.producer.poll(0)
             time.sleep(0.001)
-        producer.flush(10)
+        self.producer.flush(10)
+
+    def result(self) -> dict[str, float]:
         deadline = time.monotonic() + 30
         got: dict[str, float] = {}
-        while len(got) < sent and time.monotonic() < deadline:
-            arrivals = reader.arrivals[read:]
-            read += len(arrivals)
+        while len(got) < len(self.sent_at) and time.monotonic() < deadline:
+            arrivals = self.reader.arrivals[self._read :]
+            self._read += len(arrivals)
             for at, value in arrivals:
                 tid = orjson.loads(value or b"{}").get("transaction_id", "")
-                if tid in sent_at:
+                if tid in self.sent_at:
                     got.setdefault(tid, at)
             time.sleep(0.2)
-    lat = np.array([got[t] - sent_at[t] for t in got])
-    return {
-        "offered_per_s": rate,
-        "sent": float(sent),
-        "received": float(len(lat)),
-        "p50_ms": float(np.percentile(lat, 50) * 1000) if lat.size else float("nan"),
-        "p99_ms": float(np.percentile(lat, 99) * 1000) if lat.size else float("nan"),
-    }
+        lat = np.array([got[t] - self.sent_at[t] for t in got])
+        return {
+            "offered_per_s": self.rate,
+            "sent": float(len(self.sent_at)),
+            "received": float(len(lat)),
+            "p50_ms": float(np.percentile(lat, 50) * 1000) if lat.size else float("nan"),
+            "p99_ms": float(np.percentile(lat, 99) * 1000) if lat.size else float("nan"),
+        }
 
 
 def measure(settings: Settings, partitions: int, step_s: float, work_dir: Path) -> dict[str, Any]:
@@ -197,9 +219,9 @@ def measure(settings: Settings, partitions: int, step_s: float, work_dir: Path) 
     api = spawn(["fraudstream.cli", "api"], api_env, api_log)
     try:
         token = _token(f"http://127.0.0.1:{port}", "bench", secret, api, api_log)
-        result = asyncio.run(_load(port, token, step_s))
-        rate = result["light"]["offered_per_s"]
-        result["kafka_only"] = _kafka_only(settings, topics, rate, step_s)
+        with KafkaOnly(settings, topics) as kafka:
+            result = asyncio.run(_load(port, token, step_s, kafka))
+            result["kafka_only"] = kafka.result()
     finally:
         stop(api)
         stop(scorer)
