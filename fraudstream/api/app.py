@@ -337,7 +337,7 @@ async def _delivered(*futures: asyncio.Future[None]) -> None:
         raise ApiError(
             503,
             "broker_unavailable",
-            f"the broker did not take the record: {exc} (nothing was published; retry)",
+            f"the broker did not take the record: {exc} (retry)",
             headers={"Retry-After": "1"},
         ) from None
 
