@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics_port(train, "default: $FRAUDSTREAM_METRICS_PORT, else 9102")
     train.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
+    api = sub.add_parser("api", help="serve the HTTP API (score, label, model) over the topics")
+    _common(api)
+    api.add_argument("--host", help="listen address (default: settings api.host, 127.0.0.1)")
+    api.add_argument("--port", type=_port, help="listen port (default: settings api.port, 8000)")
+
     bench = sub.add_parser("bench", help="scorer throughput vs a plain passthrough (ceiling)")
     _common(bench)
     bench.add_argument("--records", type=_positive(int), default=200_000)
@@ -162,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only",
         nargs="+",
-        choices=["throughput", "latency", "scaleout", "memory", "trainer", "freshness"],
+        choices=["throughput", "latency", "scaleout", "memory", "trainer", "freshness", "api"],
         help="run only these parts",
     )
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
@@ -397,6 +402,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from fraudstream.api.server import serve
+
+    api = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    serve(_settings(args, **({"api": api} if api else {})))
+    return 0
+
+
 def cmd_replay_labels(args: argparse.Namespace) -> int:
     from infra.kafka import check_reachable
     from producer.replay import replay_labels
@@ -610,6 +623,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "replay-labels": cmd_replay_labels,
     "bench": cmd_bench,
+    "api": cmd_api,
     "evaluate": cmd_evaluate,
     "warm-up": cmd_warm_up,
     "model": cmd_model,

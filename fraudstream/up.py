@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fraudstream.api.local import local_credentials
 from fraudstream.live import LiveView, Scrape, Scraper, Summary
 from infra.broker import EmbeddedBroker, free_port, port_open
 from infra.config import Settings
@@ -196,6 +197,13 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             child.start(env)
 
         scraper = Scraper({n: c.port for n, c in stack.children.items()})
+        api_port = settings.api.port
+        api_port = free_port() if port_open("127.0.0.1", api_port) else api_port
+        api_env, login = local_credentials(settings, run_dir)
+        api = Child("api", ["api", *common, "--port", str(api_port)], api_port, run_dir / "api.log")
+        api.start({**env, **api_env})
+        stack.children["api"] = api
+        print(f"HTTP API on http://127.0.0.1:{api_port} (docs /docs; {login})", flush=True)
         view = LiveView(
             scraper,
             plain=options.plain,

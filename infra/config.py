@@ -26,6 +26,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from core.durations import parse_duration
@@ -230,6 +231,51 @@ class LabelSettings(BaseModel):
         return v
 
 
+class ApiClientSettings(BaseModel):
+    """One caller of `fraudstream api`: its secret is stored only as a SHA-256 hex digest
+    (secrets are generated, high-entropy strings, so a fast hash is enough)."""
+
+    secret_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[Literal["score", "label", "admin"]] = Field(min_length=1)
+    # Requests per second and burst for this client (default: api.rate_per_s, api.burst).
+    rate_per_s: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)
+    # The `source` its labels carry (default: the client id): the trainer learns them at the
+    # trust `labels.sources` gives that name, and refuses them if it is not listed.
+    label_source: str | None = Field(None, min_length=1, max_length=256)
+
+
+class ApiSettings(BaseModel):
+    """`fraudstream api`: the HTTP edge over the topics (fraudstream/api/)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # How long POST /v1/transactions waits for the Score before answering 202.
+    deadline_ms: int = Field(500, ge=1, le=60_000)
+    # Bodies above this are refused (413) before they are read whole.
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    max_batch_labels: int = Field(1000, ge=1)
+    # Client id -> credentials. JSON in the environment:
+    # FRAUDSTREAM_API__CLIENTS='{"checkout": {"secret_sha256": "...", "scopes": ["score"]}}'
+    clients: dict[str, ApiClientSettings] = Field(default_factory=dict)
+    # Signs access tokens (HS256). Unset: a random key per process, so a token is honoured
+    # only by the replica that issued it; set one shared key for several replicas.
+    token_key: SecretStr | None = None
+    token_ttl_s: int = Field(900, ge=10, le=86_400)
+    rate_per_s: float = Field(200.0, gt=0)
+    burst: int = Field(400, ge=1)
+    # Recent Scores kept by each replica for GET /v1/scores/{id} (every replica reads every
+    # Score, so any replica answers for a recent one).
+    score_cache: int = Field(100_000, ge=100)
+    # The Score reader's fetch wait: the reply latency floor on a broker that holds fetches.
+    fetch_wait_max_ms: int = Field(10, ge=1)
+
+    @field_validator("token_key")
+    @classmethod
+    def _token_key_or_none(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is not None and v.get_secret_value() else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -260,6 +306,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     challengers: ChallengerSettings = Field(default_factory=ChallengerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     labels: LabelSettings = Field(default_factory=LabelSettings)
     # Ed25519 keys for model-updates (infra/signing.py): the trainer signs with the private
     # key; every process that reads snapshots verifies with the public one and does not start
@@ -381,6 +428,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         settings = _build(file_values, overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    except SettingsError as exc:
+        # A structured value (e.g. FRAUDSTREAM_API__CLIENTS) that is not valid JSON.
+        raise ConfigError(f"{exc} (structured settings are JSON in the environment)") from None
     kafka = {**settings.kafka, **_kafka_env()}
     return settings.model_copy(update={"kafka": kafka})
 

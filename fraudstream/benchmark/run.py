@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from fraudstream.benchmark import freshness, latency, memory, scaleout, throughput, trainer
+from fraudstream.benchmark import api, freshness, latency, memory, scaleout, throughput, trainer
 from fraudstream.benchmark.common import create_topics, preload, uid
 from fraudstream.benchmark.steal import StealMeter
 from infra.config import Settings
@@ -34,7 +34,7 @@ class BenchOptions:
     # hypervisor stole more than this share of the CPU during it; 1.0 keeps every round.
     max_steal: float = 0.05
     parts: tuple[str, ...] = (
-        "throughput", "latency", "scaleout", "memory", "trainer", "freshness",
+        "throughput", "latency", "scaleout", "memory", "trainer", "freshness", "api",
     )  # fmt: skip
 
 
@@ -99,7 +99,28 @@ class BenchReport:
                 f"max {f['max_ms']:,.0f} ms  ({f['offered_labels_per_s']:,.0f} labels/s, "
                 f"{f['snapshots_seen']:.0f} snapshots)"
             )
+        if "api" in r:
+            lines += _render_api(r["api"])
         return "\n".join(lines)
+
+
+def _render_api(a: dict[str, Any]) -> list[str]:
+    lines = ["  HTTP API, request -> Score (ms)     req/s      p50      p99   202s  errors"]
+    for level in a["levels"]:
+        lines.append(
+            f"    concurrency {level['concurrency']:>3}       {level['per_s']:>9,.0f} "
+            f"{level['p50_ms']:>8.1f} {level['p99_ms']:>8.1f} {level['deadline_202']:>6.0f} "
+            f"{level['errors']:>7.0f}"
+        )
+    light, kafka = a["light"], a["kafka_only"]
+    lines += [
+        f"    at {light['load']:.0%} ({light['offered_per_s']:>6,.0f}/s)  API  "
+        f"{light['per_s']:>9,.0f} {light['p50_ms']:>8.1f} {light['p99_ms']:>8.1f}",
+        f"    same rate, Kafka only      {kafka['offered_per_s']:>9,.0f} "
+        f"{kafka['p50_ms']:>8.1f} {kafka['p99_ms']:>8.1f}   (produce -> Score read, same scorer)",
+        f"    highest rate               {a['capacity_per_s']:>9,.0f} req/s scored",
+    ]
+    return lines
 
 
 def _list(values: list[float], kept: list[bool] | None = None) -> str:
@@ -229,6 +250,8 @@ def run_bench(settings: Settings, options: BenchOptions, json_path: Path | None)
         report.results["freshness"] = freshness.measure(
             settings, options.freshness_rate, max(options.latency_s, 5.0), p, work_dir
         )
+    if "api" in options.parts:
+        report.results["api"] = api.measure(settings, p, options.latency_s, work_dir)
     if json_path is not None:
         json_path.write_bytes(report.as_json())
     log.info("bench logs in %s", work_dir)
