@@ -241,7 +241,8 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901  one place 
         summary="File one label, or a batch",
         description=(
             "Validated as the labels topic validates labels. `source` is the caller's "
-            "`label_source`, else its client id (a `source` in the body is replaced). A batch is all or nothing: one "
+            "`label_source`, else its client id (a `source` in the body is replaced). "
+            "A batch is all or nothing: one "
             "invalid label refuses the whole batch (its index is in `field`)."
         ),
         status_code=202,
