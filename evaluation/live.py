@@ -140,11 +140,11 @@ class Records:
     keys: list[bytes]
     values: list[bytes]
 
-    def due(self, stream_rows: int, rate: float) -> np.ndarray:
-        """Per stream row: seconds after the start of publishing its transaction was due."""
+    def transaction_times(self, sent_at: np.ndarray, stream_rows: int) -> np.ndarray:
+        """Per stream row: when its transaction was sent, from the per-record `sent_at`."""
         out = np.full(stream_rows, np.nan)
         at = np.nonzero(self.topics == 0)[0]
-        out[self.rows[at]] = at / rate
+        out[self.rows[at]] = sent_at[at]
         return out
 
     @property
@@ -212,7 +212,7 @@ class LiveRun:
         self.settings = settings
         self.scraper: Scraper | None = None
         self.max_scorer_lag = 0.0
-        self.publish_started = math.nan  # wall clock, for the scoring delays
+        self.sent_at = np.empty(0)  # wall clock each record was handed to the client
 
     # -- processes ----------------------------------------------------------------------------
 
@@ -238,6 +238,10 @@ class LiveRun:
             child.start(env)
             self.children[name] = child
         self.scraper = Scraper({n: c.port for n, c in self.children.items()})
+        log.info(
+            "started %s",
+            ", ".join(f"{n} (pid {c.process.pid})" for n, c in self.children.items() if c.process),
+        )
 
     def check_alive(self) -> None:
         for name, child in self.children.items():
@@ -318,7 +322,7 @@ class LiveRun:
         keys, values, kinds = records.keys, records.values, records.topics.tolist()
         total = len(records)
         started = time.monotonic()
-        self.publish_started = time.time()
+        sent_at = self.sent_at = np.full(total, np.nan)
         sent = 0
         next_check = started
         next_progress = started + PROGRESS_EVERY_S
@@ -326,9 +330,11 @@ class LiveRun:
             while sent < total:
                 now = time.monotonic()
                 due = min(total, int((now - started) * rate) + 1)
+                first = sent
                 while sent < due:
                     _produce(producer, topics[kinds[sent]], keys[sent], values[sent])
                     sent += 1
+                sent_at[first:sent] = time.time()
                 producer.poll(0)
                 if now >= next_check:
                     self.check_alive()
@@ -477,16 +483,17 @@ def run_live(
         drain_s = time.monotonic() - t
     finally:
         run.close()
-    delay = served.scored_at - (run.publish_started + records.due(len(stream), options.rate))
+    delay = served.scored_at - records.transaction_times(run.sent_at, len(stream))
     delay = delay[np.isfinite(delay)]
     live = {
         "rate": options.rate,
+        "achieved_rate": len(records) / publish_s if publish_s > 0 else None,
         "bootstrap": run.settings.bootstrap,
         "embedded": run.broker is not None,
         "topic_suffix": run.tag,
         "published": {"transactions": records.transactions, "labels": records.labels},
         "max_scorer_lag": run.max_scorer_lag,
-        # From when a transaction was due to be published to its Score's scored_at.
+        # From when a transaction was sent to its Score's scored_at.
         "scoring_delay_s": {
             "p50": float(np.median(delay)) if len(delay) else None,
             "p99": float(np.quantile(delay, 0.99)) if len(delay) else None,

@@ -170,9 +170,10 @@ def render(report: dict[str, Any]) -> str:
         f"({sv['scores_read']:,} Score records read, {sv['duplicates_dropped']:,} duplicates "
         f"dropped, {sv['unscored']:,} unscored); {mv['count']} model versions "
         f"(first trained {first}, last v{mv['last']}); scored {_f(delay['p50'], 2)} s "
-        f"(median; p99 {_f(delay['p99'], 2)} s) after it was due, scorer lag at most "
+        f"(median; p99 {_f(delay['p99'], 2)} s) after it was sent, scorer lag at most "
         f"{lv['max_scorer_lag']:,.0f} records; published {lv['published']['transactions']:,} "
         f"transactions and {lv['published']['labels']:,} labels in "
-        f"{lv['seconds']['publish']:.0f} s, {lv['seconds']['total']:.0f} s in all.",
+        f"{lv['seconds']['publish']:.0f} s ({_f(lv['achieved_rate'], 0)} records/s), "
+        f"{lv['seconds']['total']:.0f} s in all.",
     ]
     return "\n".join(lines) + "\n"
