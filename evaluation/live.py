@@ -346,6 +346,9 @@ class LiveRun:
                 time.sleep(max(0.0, min(0.01, started + sent / rate - time.monotonic())))
         finally:
             left = producer.flush(30)
+            # Closed now, while its broker is up: an interrupt's traceback would keep it
+            # alive until after the embedded broker stopped, and closing then takes seconds.
+            producer.close()
         if left:
             raise LiveError(f"{left} records not delivered to {self.settings.bootstrap}")
         return time.monotonic() - started

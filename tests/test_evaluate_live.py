@@ -139,7 +139,7 @@ def test_live_roc_auc_is_within_0_02_of_offline(live_run: LiveRun) -> None:
 
 @pytest.mark.integration
 def test_ctrl_c_stops_the_processes_it_started(tmp_path: Path) -> None:
-    args = ["--count", "5000", "--days", "3", "--rate", "100"]
+    args = ["--count", "2000", "--days", "2", "--rate", "100"]
     proc = subprocess.Popen(
         _command(tmp_path / "out", *args),
         env=_env(),
