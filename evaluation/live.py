@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 
 LAG_METRIC = "fraudstream_consumer_lag"
 PROGRESS_EVERY_S = 5.0
+# Publishing waits while more than this many seconds of records await acknowledgement, and
+# after a wait sends at most this much of the schedule at once.
+MAX_AHEAD_S = 2.0
+MAX_BURST_S = 0.1
 
 
 class LiveError(RuntimeError):
@@ -315,21 +319,34 @@ class LiveRun:
     # -- data -----------------------------------------------------------------------------------
 
     def publish(self, records: Records) -> float:
-        """Publish every record paced at `rate`; returns the seconds it took."""
+        """Publish every record paced at `rate`; returns the seconds it took.
+
+        The pace yields to the broker: with more than `rate` x MAX_AHEAD_S records not yet
+        acknowledged, publishing waits, and the schedule is pushed back by whatever time was
+        lost (never made up in a burst, which would hand the scorer a block of the stream
+        at once). The achieved rate is reported.
+        """
         topics = (self.settings.topics.transactions, self.settings.topics.labels)
         producer = make_producer(self.settings, "evaluate-live producer")
         rate = self.options.rate
         keys, values, kinds = records.keys, records.values, records.topics.tolist()
         total = len(records)
-        started = time.monotonic()
+        ahead = max(1000, int(rate * MAX_AHEAD_S))
+        burst = max(1, int(rate * MAX_BURST_S))
+        began = started = time.monotonic()  # `started` is the schedule's origin: it moves
         sent_at = self.sent_at = np.full(total, np.nan)
         sent = 0
         next_check = started
         next_progress = started + PROGRESS_EVERY_S
         try:
             while sent < total:
+                if len(producer) > ahead:
+                    self._wait_for_broker(producer, ahead)
                 now = time.monotonic()
                 due = min(total, int((now - started) * rate) + 1)
+                if due - sent > burst:  # fell behind: shift the schedule, do not burst
+                    started += (due - sent - burst) / rate
+                    due = sent + burst
                 first = sent
                 while sent < due:
                     _produce(producer, topics[kinds[sent]], keys[sent], values[sent])
@@ -344,14 +361,31 @@ class LiveRun:
                         next_progress = now + PROGRESS_EVERY_S
                         log.info("published %d of %d records; scorer lag %.0f", sent, total, lag)
                 time.sleep(max(0.0, min(0.01, started + sent / rate - time.monotonic())))
+            self._wait_for_broker(producer, 0)
         finally:
-            left = producer.flush(30)
-            # Closed now, while its broker is up: an interrupt's traceback would keep it
-            # alive until after the embedded broker stopped, and closing then takes seconds.
+            # Whatever is left on an interrupt or error is dropped, and the client closed now,
+            # while its broker is up: the traceback would keep it alive past the broker's stop.
+            producer.purge(blocking=False)
+            producer.flush(0)
             producer.close()
-        if left:
-            raise LiveError(f"{left} records not delivered to {self.settings.bootstrap}")
-        return time.monotonic() - started
+        return time.monotonic() - began
+
+    def _wait_for_broker(self, producer: Producer, most: int) -> None:
+        """Until at most `most` records await acknowledgement; LiveError once none was
+        acknowledged for `score_timeout_s`."""
+        waiting = len(producer)
+        progress_at = time.monotonic()
+        while waiting > most:
+            producer.flush(1.0)
+            now = time.monotonic()
+            if len(producer) < waiting:
+                waiting, progress_at = len(producer), now
+            elif now - progress_at > self.options.score_timeout_s:
+                raise LiveError(
+                    f"{self.settings.bootstrap} acknowledged none of {waiting} records for "
+                    f"{self.options.score_timeout_s:.0f} s"
+                )
+            self.check_alive()
 
     def collect(self, stream: Stream) -> Served:
         """Read `scores` from the start until every transaction is scored or none comes."""
