@@ -246,3 +246,33 @@ def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_grading_counts_unscored_and_untrained_on_the_graded_rows_only() -> None:
+    from evaluation.live_report import Served, grade
+    from evaluation.report import ReportOptions
+
+    stream = generate_stream(n=4000, days=4.0, seed=5, fraud_rate=0.05, drift_at=None)
+    n = len(stream)
+    rng = np.random.default_rng(0)
+    scores = np.where(stream.y, 0.6, 0.4) + rng.uniform(-0.15, 0.15, n)  # informative
+    versions = np.full(n, 2, dtype=np.int64)
+    versions[:100] = 0  # untrained, all within the burn-in
+    graded = stream.ts >= stream.ts[0] + 86400
+    late = np.nonzero(graded)[0]
+    versions[late[:50]] = 0  # untrained after the burn-in
+    versions[late[-30:]] = -1  # never scored
+    served = Served(np.where(versions >= 0, scores, np.nan), versions, n + 7, 7, 0, np.full(n, 0.0))
+    report = grade(stream, scores, served, 86400.0, ReportOptions(), {})
+
+    seg = report["segments"]["graded"]
+    assert set(report["segments"]) == {"graded"}  # no drift
+    assert seg["offline"]["transactions"] == int(graded.sum())
+    assert seg["live"]["transactions"] == int(graded.sum()) - 30
+    assert seg["live"]["unscored"] == 30
+    assert seg["live"]["untrained_share"] == pytest.approx(50 / (graded.sum() - 30))
+    assert seg["offline"]["roc_auc"] > 0.9 and seg["live"]["roc_auc"] > 0.9
+    assert set(seg["live"]["roc_auc_by_pattern"]) <= set(seg["offline"]["roc_auc_by_pattern"])
+    assert report["served"]["unscored"] == 30
+    assert report["served"]["duplicates_dropped"] == 7
+    assert report["served"]["model_versions"] == {"count": 2, "first_trained": 2, "last": 2}
