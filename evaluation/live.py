@@ -29,9 +29,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -307,14 +310,17 @@ class LiveRun:
         return lag
 
     def close(self) -> None:
-        for name in ("scorer", "trainer"):
-            child = self.children.get(name)
-            if child is not None:
-                child.stop(30)
-        if not self.options.keep_topics and self.broker is None and self.children:
-            _delete_topics(self.settings)
-        if self.broker is not None:
-            self.broker.stop()
+        """Stop the processes, then the embedded broker; a second Ctrl-C meanwhile is ignored,
+        so nothing started is left running."""
+        with _signals_ignored():
+            for name in ("scorer", "trainer"):
+                child = self.children.get(name)
+                if child is not None:
+                    child.stop(30)
+            if not self.options.keep_topics and self.broker is None and self.children:
+                _delete_topics(self.settings)
+            if self.broker is not None:
+                self.broker.stop()
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -444,6 +450,19 @@ def _epoch(text: object) -> float:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return math.nan
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _reader(settings: Settings) -> Consumer:
