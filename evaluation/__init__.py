@@ -9,4 +9,7 @@
   review budget, alert statistics.
 - `report`: segments, time windows, recovery after a drift, thresholds, Markdown, JSON, PNG.
 - `run`: the command's entry point.
+- `live`, `live_report`: `evaluate --live`, the same stream played through running `score`
+  and `train` processes, the served scores graded beside the offline replay.
+- `durations`: "30d", "168h", "30m", "45s" or seconds.
 """

@@ -69,6 +69,15 @@ _positive_duration = _duration(lambda v: v <= 0, "must be > 0")
 _non_negative_duration = _duration(lambda v: v < 0, "must be >= 0")
 
 
+def _duration(text: str) -> float:
+    from evaluation.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML settings file (default: params.yaml)")
     p.add_argument(
@@ -242,6 +251,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--out", type=Path, default=Path("evaluation-out"), metavar="DIR")
     rep.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    live = ev.add_argument_group(
+        "live: play the stream through running score and train processes and grade what "
+        "they served beside the offline replay"
+    )
+    live.add_argument("--live", action="store_true", help="run the live evaluation")
+    live.add_argument(
+        "--rate",
+        type=_positive(float),
+        default=2000.0,
+        help="records (transactions and labels) published per second (default 2000)",
+    )
+    live.add_argument(
+        "--burn-in",
+        type=_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="grade only transactions this far into the stream (event time): 30d, 168h, "
+        "30m, 45s or seconds (default 0)",
+    )
+    live.add_argument(
+        "--score-timeout",
+        type=_positive(float),
+        default=120.0,
+        metavar="S",
+        help="stop waiting for scores once none came for S seconds (default 120)",
+    )
+    live.add_argument(
+        "--mlflow", action="store_true", help="let the trainer log to MLflow (default: off)"
+    )
+    live.add_argument(
+        "--keep-topics",
+        action="store_true",
+        help="keep the run's topics on --bootstrap-servers (default: deleted at the end)",
+    )
 
     model = sub.add_parser("model", help="the MLflow Model Registry: list versions, roll back")
     msub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
@@ -520,12 +563,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         json_path=args.json,
     )
+    if args.live:
+        return _evaluate_live(args, settings, options)
     try:
         result = run_evaluation(options, on_error=lambda m: print(m, file=sys.stderr))
     except StreamError as exc:
         raise UsageError(str(exc)) from None
     print(result.markdown)
     print("wrote " + ", ".join(str(p) for p in result.files.values()))
+    return 0
+
+
+def _evaluate_live(args: argparse.Namespace, settings: Settings, options: Any) -> int:
+    from evaluation.live import LiveError, LiveOptions, run_live
+    from evaluation.replay import StreamError
+
+    if args.learners and set(args.learners) != {"online"}:
+        raise UsageError("--live compares the served scores with the online learner only")
+    live = LiveOptions(
+        stream=options,
+        rate=args.rate,
+        burn_in_s=args.burn_in,
+        score_timeout_s=args.score_timeout,
+        mlflow=args.mlflow,
+        keep_topics=args.keep_topics,
+        config=args.config,
+    )
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # unwinds through run_live, which stops what it started
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        result = run_live(settings, live, on_error=lambda m: print(m, file=sys.stderr))
+    except (StreamError, LiveError) as exc:
+        raise UsageError(str(exc)) from None
+    print(result.markdown)
+    print("wrote " + ", ".join(str(p) for p in result.files.values()))
+    if not result.complete:
+        print(
+            f"fraudstream: error: {result.report['served']['unscored']} transactions were "
+            "not scored (graded without them)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -20,7 +20,15 @@ Fraud comes in episodes, each leaving a different trace:
 - account takeover: a few large online purchases from a country that is not the holder's,
   at the holder's odd hours;
 - compromised card: a spending spree over a few hours, several times the holder's usual spend;
-- compromised merchant (terminal): many different cards defrauded at one merchant over days.
+- compromised merchant: a fraudster charges many different cards at one merchant over days;
+- compromised terminal: a merchant's terminal is compromised (skimmed, or its card data
+  stolen) at some moment, and every transaction made there for the next days is fraud: the
+  merchant's own customers pay as they always do, and each of those payments is labelled
+  fraud (the card is defrauded later). Nothing in the transaction itself looks odd; only the
+  merchant's recent fraud history gives it away. Compromises start at random moments of the
+  event clock (a Poisson process, drawn from a stream of their own), last 3-10 days, and are
+  as frequent before and after the drift. This is the "compromised terminals" scenario of
+  public card-fraud simulators (e.g. the Fraud Detection Handbook's).
 
 An episode's first transaction is emitted when it starts; the others are queued with the
 event time they are due at and emitted, one per call, once the clock reaches it (or when the
@@ -36,6 +44,9 @@ for the old traces.
 
 Merchant compromises run for days, so a short live run (wall clock) emits only their first
 transactions until the pending queue fills: the fraud share then starts below `fraud_rate`.
+Terminal compromises too are timed in event time: a live run starts with the terminals a
+process of that rate would have compromised over the previous days, and sees new ones only
+every few days of wall time.
 """
 
 from __future__ import annotations
@@ -131,13 +142,15 @@ _CARD_TESTING = "card_testing"
 _ACCOUNT_TAKEOVER = "account_takeover"
 _COMPROMISED_CARD = "compromised_card"
 _COMPROMISED_MERCHANT = "compromised_merchant"
+_COMPROMISED_TERMINAL = "compromised_terminal"
 FRAUD_PATTERNS: tuple[str, ...] = (
     _CARD_TESTING,
     _ACCOUNT_TAKEOVER,
     _COMPROMISED_CARD,
     _COMPROMISED_MERCHANT,
+    _COMPROMISED_TERMINAL,
 )
-# Per phase: scenario -> (share of fraud transactions, min, max transactions per episode).
+# Per phase: episode scenario -> (share of episode fraud, min, max transactions per episode).
 _PHASES: tuple[dict[str, tuple[float, int, int]], ...] = (
     {
         _CARD_TESTING: (0.40, 3, 8),
@@ -158,6 +171,11 @@ _TESTING_CATEGORIES = ("gaming", "online_retail")
 _TAKEOVER_CATEGORIES = ("electronics", "jewelry", "travel")
 _SPREE_CATEGORIES = ("electronics", "jewelry", "clothing", "online_retail")
 _TERMINAL_CATEGORIES = ("grocery", "fuel", "restaurant", "pharmacy", "clothing")
+# Compromised terminals: their default share of all fraud, and how long one stays compromised.
+# A uniformly drawn merchant carries 1/n_merchants of the traffic on average, so holding a
+# share q of the legit traffic compromised takes q * n_merchants terminals at a time.
+TERMINAL_SHARE = 0.3
+_TERMINAL_DAYS = (3.0, 10.0)
 
 # Queued fraud is emitted once due; a full queue emits its earliest entry at once, so the
 # queue stays bounded whatever the clock (and at fraud_rate=1).
@@ -207,6 +225,7 @@ class TransactionGenerator:
 
     `drift_at`: an int switches to phase 1 after that many calls; a datetime at the first
     call whose event time reaches it; None keeps phase 0 unless `set_phase` is called.
+    `terminal_share`: the share of fraud that comes from compromised terminals (0: none).
     """
 
     def __init__(
@@ -216,8 +235,16 @@ class TransactionGenerator:
         n_cards: int = 5000,
         n_merchants: int = 800,
         drift_at: int | datetime | None = None,
+        terminal_share: float = TERMINAL_SHARE,
     ) -> None:
         self.fraud_rate = _validate_fraud_rate(fraud_rate)
+        if not (
+            isinstance(terminal_share, int | float)
+            and not isinstance(terminal_share, bool)
+            and 0.0 <= terminal_share < 1.0
+        ):
+            raise ValueError(f"terminal_share must be in [0, 1), got {terminal_share!r}")
+        self.terminal_share = float(terminal_share)
         if n_cards < 1:
             raise ValueError(f"n_cards must be >= 1, got {n_cards}")
         if n_merchants < len(CATEGORIES):
@@ -248,6 +275,16 @@ class TransactionGenerator:
         self._pending: list[tuple[float, int, dict[str, Any], str]] = []  # heap by due time
         self._seq = 0
         self._trips: dict[int, tuple[str, float]] = {}  # card index -> (country, until)
+        # Compromised terminals: their own seeded stream, so when they start and which
+        # merchant they hit depend only on the seed and the event clock.
+        self._terminal_rng = random.Random(f"fraudstream-terminals:{seed}")
+        self._terminal_pool = tuple(
+            m for m in self._merchants if m.category in _TERMINAL_CATEGORIES
+        )
+        self._compromised: dict[str, tuple[float, float]] = {}  # merchant_id -> (since, until)
+        self._terminal_ends: list[tuple[float, str]] = []  # heap of (until, merchant_id)
+        self._next_compromise: float | None = None  # event time of the next one
+        self.compromises = 0  # terminal compromises that were active during the stream
         self.calls = 0
         self.phase = 0
         self._set_mix(0)
@@ -342,10 +379,19 @@ class TransactionGenerator:
         episodes = [share / ((lo + hi) / 2) for share, lo, hi in mix.values()]
         self._mix_cum = tuple(accumulate(episodes))
         mean_len = sum(share for share, _, _ in mix.values()) / self._mix_cum[-1]
+        # Compromised terminals take a share t of all calls, episodes the rest of the fraud:
+        # t = share * f * (1 - f), so that at f = 1 every call is still episode fraud.
+        f = self.fraud_rate
+        terminal = self.terminal_share * f * (1.0 - f)
+        f_episode = f - terminal
         # Chance that a call free of due fraud starts an episode. With mean episode length
         # L, a share f of all calls is fraud when p = f / (L(1 - f) + f).
-        f = self.fraud_rate
-        self._p_episode = f / (mean_len * (1.0 - f) + f) if f > 0 else 0.0
+        self._p_episode = f_episode / (mean_len * (1.0 - f_episode) + f_episode) if f > 0 else 0.0
+        # Terminals compromised per second of event time: hold a share q of the legit draws
+        # compromised, q * n_merchants terminals at a time, each for the mean duration.
+        q = terminal / (1.0 - f_episode) if f_episode < 1.0 else 0.0
+        mean_days = sum(_TERMINAL_DAYS) / 2
+        self._compromise_rate = q * len(self._merchants) / (mean_days * _DAY_S)
 
     def hourly_intensity(self) -> list[float]:
         """Relative legit transaction rate per UTC hour (0-23), from the cards' habits."""
@@ -426,12 +472,16 @@ class TransactionGenerator:
         rng = self._rng
         pending = self._pending
         now = self._now
+        if self._compromise_rate:
+            self._compromise_terminals(now)
         if pending and (pending[0][0] <= now or len(pending) >= _MAX_PENDING):
             _, _, body, pattern = heapq.heappop(pending)
         elif self._p_episode and rng.random() < self._p_episode:
             body, pattern = self._start_episode()
         else:
-            body, pattern = self._legit(), None
+            # A holder paying as usual; at a compromised terminal, that payment is fraud.
+            body = self._legit()
+            pattern = _COMPROMISED_TERMINAL if body["merchant_id"] in self._compromised else None
         self.last_pattern = pattern
         record = {"transaction_id": str(uuid.UUID(int=rng.getrandbits(128), version=4))}
         record.update(body)
@@ -440,6 +490,43 @@ class TransactionGenerator:
 
     def _hour(self) -> int:
         return int(self._now // 3600) % 24
+
+    @property
+    def compromised_terminals(self) -> dict[str, tuple[float, float]]:
+        """Terminals compromised now or until lately: merchant_id -> (since, until), epoch s."""
+        return dict(self._compromised)
+
+    def _compromise_terminals(self, now: float) -> None:
+        """Start the compromises due by `now` and forget the ended ones.
+
+        The first call starts the process as if it had been running for the longest
+        compromise already, so the stream opens with its usual share of compromised terminals.
+        """
+        rng = self._terminal_rng
+        rate = self._compromise_rate
+        at = self._next_compromise
+        if at is None:
+            at = now - _TERMINAL_DAYS[1] * _DAY_S + rng.expovariate(rate)
+        compromised = self._compromised
+        while at <= now:
+            until = at + rng.uniform(*_TERMINAL_DAYS) * _DAY_S
+            mid = self._terminal_pool[int(rng.random() * len(self._terminal_pool))].merchant_id
+            if until > now:
+                since = at
+                previous = compromised.get(mid)
+                if previous is not None:  # compromised again meanwhile: one longer window
+                    since, until = previous[0], max(until, previous[1])
+                compromised[mid] = (since, until)
+                heapq.heappush(self._terminal_ends, (until, mid))
+                self.compromises += 1
+            at += rng.expovariate(rate)
+        self._next_compromise = at
+        ends = self._terminal_ends
+        while ends and ends[0][0] <= now:
+            until, mid = heapq.heappop(ends)
+            window = compromised.get(mid)
+            if window is not None and window[1] == until:
+                del compromised[mid]
 
     def _legit(self) -> dict[str, Any]:
         rng = self._rng

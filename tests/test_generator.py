@@ -243,6 +243,97 @@ def test_compromised_merchant_hits_many_cards_at_one_merchant_over_days(fraud_he
     assert median(max(map(_ts, recs)) - min(map(_ts, recs)) for recs in big) > 86400 / 2
 
 
+def _at_merchant(rows: list[Row]) -> dict[str, list[tuple[float, bool, str | None]]]:
+    out: dict[str, list[tuple[float, bool, str | None]]] = defaultdict(list)
+    for rec, f, p in rows:
+        out[rec["merchant_id"]].append((_ts(rec), f, p))
+    return out
+
+
+def test_compromised_terminal_makes_every_payment_there_fraud_for_days(fraud_heavy) -> None:
+    _, rows = fraud_heavy
+    by_merchant = _at_merchant(rows)
+    hit = {m for m, txs in by_merchant.items() if any(p == "compromised_terminal" for *_, p in txs)}
+    assert len(hit) >= 5
+    spans = []
+    for m in hit:
+        stamps = [t for t, _, p in by_merchant[m] if p == "compromised_terminal"]
+        lo, hi = min(stamps), max(stamps)
+        spans.append(hi - lo)
+        # Inside the window every payment at the merchant is fraud, whoever made it.
+        assert all(f for t, f, _ in by_merchant[m] if lo <= t <= hi)
+    assert median(spans) > 2 * 86400
+    # The window ends: the same merchants take legit payments before or after it.
+    legit_outside = sum(1 for m in hit if any(not f for _, f, _ in by_merchant[m]))
+    assert legit_outside >= 0.8 * len(hit)
+
+
+def test_compromised_terminal_payments_look_legit(fraud_heavy) -> None:
+    """Regular customers, usual amounts, at home, at point of sale: unlike a merchant
+    compromise, where a fraudster charges random cards."""
+    gen, rows = fraud_heavy
+    cards = {c.card_id: c for c in gen.cards}
+
+    def regulars(pattern: str) -> float:
+        recs = [r for r, _, p in rows if p == pattern]
+        usual = sum(
+            any(
+                r["merchant_id"] == m.merchant_id
+                for fav in cards[r["card_id"]].usual_merchants
+                for m in fav
+            )
+            for r in recs
+        )
+        return usual / len(recs)
+
+    assert regulars("compromised_terminal") > 0.5
+    assert regulars("compromised_merchant") < 0.1
+    terminal = [r for r, _, p in rows if p == "compromised_terminal"]
+    ratio = median(r["amount"] / cards[r["card_id"]].spend_level for r in terminal)
+    legit = median(r["amount"] / cards[r["card_id"]].spend_level for r, f, _ in rows if not f)
+    assert 0.5 < ratio / legit < 2.0
+    assert {r["merchant_category"] for r in terminal} <= {
+        "grocery",
+        "fuel",
+        "restaurant",
+        "pharmacy",
+        "clothing",
+    }
+
+
+def test_compromised_terminals_before_and_after_the_drift(drifted) -> None:
+    _, rows = drifted
+    before = sum(p == "compromised_terminal" for _, _, p in rows[:30_000])
+    after = sum(p == "compromised_terminal" for _, _, p in rows[30_000:])
+    assert before > 50 and after > 50
+
+
+def test_compromised_terminals_depend_only_on_seed_and_clock() -> None:
+    def terminals(seed: int) -> list[tuple[str, str]]:
+        gen = TransactionGenerator(seed=seed, fraud_rate=0.05, n_cards=500, n_merchants=100)
+        return [
+            (r["transaction_id"], r["merchant_id"])
+            for r, _, p in gen.simulate(20_000, T0, 8.0)
+            if p == "compromised_terminal"
+        ]
+
+    first = terminals(21)
+    assert first and first == terminals(21)
+    assert first != terminals(22)
+
+
+def test_terminal_share_zero_has_no_compromised_terminals_and_keeps_the_rate() -> None:
+    gen = TransactionGenerator(
+        seed=5, fraud_rate=0.05, n_cards=1000, n_merchants=200, terminal_share=0.0
+    )
+    rows = list(gen.simulate(30_000, T0, 10.0))
+    assert not any(p == "compromised_terminal" for _, _, p in rows)
+    assert 0.04 <= sum(f for _, f, _ in rows) / len(rows) <= 0.06
+    for bad in (-0.1, 1.0, "0.3", True):
+        with pytest.raises(ValueError, match="terminal_share"):
+            TransactionGenerator(n_cards=50, n_merchants=20, terminal_share=bad)  # type: ignore[arg-type]
+
+
 def test_some_cards_are_much_more_active(fraud_heavy) -> None:
     _, rows = fraud_heavy
     counts = sorted(Counter(r["card_id"] for r, f, _ in rows if not f).values(), reverse=True)
