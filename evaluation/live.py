@@ -56,7 +56,7 @@ from evaluation.replay import Stream, build_features, iso, run_learners
 from evaluation.report import ReportOptions
 from evaluation.run import EvaluateOptions, load_stream
 from fraudstream.live import Scraper
-from fraudstream.up import EMBEDDED_FETCH_WAIT_MS, Child
+from fraudstream.up import EMBEDDED_FETCH_WAIT_MS, Child, snapshot_keys
 from infra.broker import EmbeddedBroker, free_port
 from infra.config import Settings, Topics
 from infra.kafka import check_reachable, common_config, make_producer
@@ -235,6 +235,9 @@ class LiveRun:
         check_reachable(self.settings)
         create_topics(self.settings)
         env = child_env(self.settings, self.broker is not None, self.options.mlflow)
+        # Signed snapshots, as `fraudstream up`: a key pair for the run on the embedded broker,
+        # the configured keys on a cluster.
+        env.update(snapshot_keys(self.settings, self.log_dir, self.broker is not None))
         common = ["--config", self.options.config] if self.options.config else []
         train = ["train", *common] + ([] if self.options.mlflow else ["--no-mlflow"])
         for name, args in (("trainer", train), ("scorer", ["score", *common])):

@@ -117,7 +117,7 @@ def _ready(scrape: Scrape) -> bool:
 EMBEDDED_FETCH_WAIT_MS = 100
 
 
-def _snapshot_keys(settings: Settings, run_dir: Path, embedded: bool) -> dict[str, str]:
+def snapshot_keys(settings: Settings, run_dir: Path, embedded: bool) -> dict[str, str]:
     """The embedded demo signs with a key pair made for the run (written to the run directory,
     where the verification key is at hand to load the MLflow model); with a real cluster the
     configured keys are used, and a missing one is an error before anything starts."""
@@ -158,7 +158,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
             # the user's own is kept.
             env["FRAUDSTREAM_FETCH_WAIT_MAX_MS"] = str(EMBEDDED_FETCH_WAIT_MS)
         env.pop("FRAUDSTREAM_METRICS_PORT", None)
-        keys = _snapshot_keys(settings, run_dir, embedded=broker is not None)
+        keys = snapshot_keys(settings, run_dir, embedded=broker is not None)
         env.update(keys)
         if keys:  # this process reads the final snapshot for the summary
             settings = settings.model_copy(

@@ -130,7 +130,6 @@ def test_live_run_leaves_no_process_behind(live_run: LiveRun) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=False, reason="label-fed state not yet served")
 def test_live_roc_auc_is_within_0_02_of_offline(live_run: LiveRun) -> None:
     graded = live_run.report["segments"]["graded"]
     offline, live = graded["offline"]["roc_auc"], graded["live"]["roc_auc"]
