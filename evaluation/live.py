@@ -166,7 +166,7 @@ class Records:
         return len(self.keys)
 
 
-def stream_records(stream: Stream, source: str = "evaluate-live") -> Records:
+def stream_records(stream: Stream, source: str = "investigation") -> Records:
     n = len(stream)
     labelled = np.nonzero(stream.known & np.isfinite(stream.label_time))[0]
     times = np.concatenate([stream.ts, stream.label_time[labelled]])
