@@ -161,6 +161,19 @@ class Metrics:
             ["side"],
             registry=r,
         )
+        self.label_state_values = Gauge(
+            "fraudstream_label_state_values",
+            "Values (merchants, categories, countries) the label-fed state holds, by table",
+            ["table"],
+            registry=r,
+        )
+        self.label_state_evicted = Gauge(
+            "fraudstream_label_state_evicted",
+            "Values forgotten by the label-fed state past model.label_state_max_keys, by table "
+            "(since the state began: it travels in the snapshots)",
+            ["table"],
+            registry=r,
+        )
         self.dlq = Counter(
             "fraudstream_dlq_total",
             "Records sent to a dead-letter topic",

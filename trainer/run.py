@@ -781,6 +781,9 @@ class Trainer(TrainerLifecycle):
             resolved = learned - late - overridden
             if resolved > 0:
                 self.metrics.label_coverage.set((learned - matured - overridden) / resolved)
+        for name, table in self.label_state.tables.items():
+            self.metrics.label_state_values.labels(name).set(len(table))
+            self.metrics.label_state_evicted.labels(name).set(table.evicted)
         self.metrics.join_pending.labels("score").set(len(self.joiner.scores))
         self.metrics.join_pending.labels("label").set(len(self.joiner.labels))
         j = self.joiner
