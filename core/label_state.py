@@ -159,7 +159,8 @@ class LabelTable:
             np.log((frauds + smoothed) / (labels + s), out=out[:, w])
 
     def to_data(self) -> dict[str, Any]:
-        rows = np.array(list(self.stats.values()), dtype=np.float64).reshape(len(self.stats), -1)
+        width = 1 + 2 * len(self.taus)
+        rows = np.array(list(self.stats.values()), dtype=np.float64).reshape(len(self.stats), width)
         return {
             "windows_s": list(self.taus),
             "strength": self.spec.strength,

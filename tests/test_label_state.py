@@ -155,3 +155,10 @@ def test_a_correction_turns_an_earlier_label_into_the_new_verdict() -> None:
     corrected.observe("m2", "food", "FR", False, T0 + 60, correction=True)
     corrected.observe("m2", "food", "FR", False, T0 + 60, correction=True)
     assert min(corrected.merchant.stats["m2"][1:]) >= 0.0
+
+
+def test_an_empty_state_survives_its_data_format() -> None:
+    state = LabelState()
+    state.observe(None, None, None, True, T0)  # a label with nothing to key: global share only
+    restored = LabelState.from_data(orjson.loads(orjson.dumps(state.to_data())))
+    assert len(restored.merchant) == 0 and restored.prior == state.prior
