@@ -196,7 +196,6 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         for child in stack.children.values():
             child.start(env)
 
-        scraper = Scraper({n: c.port for n, c in stack.children.items()})
         api_port = settings.api.port
         api_port = free_port() if port_open("127.0.0.1", api_port) else api_port
         api_env, login = local_credentials(settings, run_dir)
@@ -204,6 +203,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         api.start({**env, **api_env})
         stack.children["api"] = api
         print(f"HTTP API on http://127.0.0.1:{api_port} (docs /docs; {login})", flush=True)
+        scraper = Scraper({n: c.port for n, c in stack.children.items()})
         view = LiveView(
             scraper,
             plain=options.plain,

@@ -110,11 +110,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        edge.metrics.state.state("starting")
         edge.start(asyncio.get_running_loop())
+        edge.metrics.state.state("running")
         log.info("api ready for requests on %s", settings.bootstrap)
         try:
             yield
         finally:
+            edge.metrics.state.state("stopping")
             edge.stop()
 
     app = FastAPI(

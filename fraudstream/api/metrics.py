@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
+
+from infra.metrics import PROCESS_STATES
 from starlette.applications import Starlette
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +18,13 @@ BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # As every fraudstream process: `fraudstream up`'s live view waits for `running`.
+        self.state = Enum(
+            "fraudstream_process_state",
+            "What the process is doing: starting, running (serving requests), stopping",
+            states=list(PROCESS_STATES),
+            registry=self.registry,
+        )
         self.requests = Counter(
             "fraudstream_api_requests_total",
             "HTTP requests answered, by route template, method and status",
