@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
-
-from infra.metrics import PROCESS_STATES
 from starlette.applications import Starlette
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from infra.metrics import PROCESS_STATES
 
 # Seconds; the POST /v1/transactions deadline (default 0.5 s) sits inside the range.
 BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
