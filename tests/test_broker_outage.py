@@ -11,8 +11,9 @@ import pytest
 
 from infra.broker import EmbeddedBroker
 from infra.config import load_settings
+from infra.signing import SIGNING_ENV, VERIFY_ENV
 from infra.topics import create_topics
-from tests.conftest import settings_env
+from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
 
 pytestmark = pytest.mark.integration
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.integration
 def test_processes_survive_a_broker_restart(tmp_path, monkeypatch) -> None:
     for key in [k for k in __import__("os").environ if k.startswith("FRAUDSTREAM_")]:
         monkeypatch.delenv(key)
+    monkeypatch.setenv(SIGNING_ENV, TEST_SIGNING_KEY)  # snapshots are signed
+    monkeypatch.setenv(VERIFY_ENV, TEST_VERIFY_KEY)
     broker = EmbeddedBroker()
     broker.start()
     settings = load_settings(

@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra.broker import free_port
 from infra.config import Settings, Topics, load_settings
 from infra.topics import create_topics
-from tests.conftest import settings_env
+from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, settings_env
 from tests.kafka_helpers import fraudstream_process
 
 pytestmark = pytest.mark.integration
@@ -538,6 +538,9 @@ def system(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db",
         scorer={"group_id": f"scorer-{suffix}"},
         trainer={"group_id": f"trainer-{suffix}", "snapshot_every_s": 1.0},
+        # Module-scoped: the per-test key fixture is not active yet.
+        snapshot_signing_key=TEST_SIGNING_KEY,
+        snapshot_verify_key=TEST_VERIFY_KEY,
     )
     create_topics(settings)
     env = settings_env(settings)
