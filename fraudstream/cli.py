@@ -407,7 +407,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cards=args.cards,
         trainer_labels=args.trainer_labels,
         max_steal=args.max_steal,
-        **({"parts": tuple(args.only)} if args.only else {}),
+        parts=tuple(args.only) if args.only else BenchOptions.parts,
     )
     broker = None
     if settings.embedded:

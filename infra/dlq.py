@@ -16,9 +16,9 @@ MAX_DETAIL = 500
 MAX_DLQ_VALUE = 512 * 1024
 
 
-def dlq_headers(msg: Message, reason: str, detail: str) -> list[tuple[str, bytes]]:
+def dlq_headers(msg: Message, reason: str, detail: str) -> list[tuple[str, str | bytes | None]]:
     value = msg.value() or b""
-    headers = [
+    headers: list[tuple[str, str | bytes | None]] = [
         ("error", reason.encode()),
         ("error.detail", detail[:MAX_DETAIL].encode("utf-8", "replace")),
         ("source.topic", (msg.topic() or "").encode()),

@@ -11,6 +11,8 @@ depend on which path read it (`tests/test_decoded.py`).
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from confluent_kafka import Message
 
@@ -47,7 +49,7 @@ class DecodedRecords:
         values: list[bytes | None] = list(map(_VALUE, msgs))
         n = len(values)
         try:
-            lengths = np.fromiter(map(len, values), np.int64, n)
+            lengths = np.fromiter(map(len, values), np.int64, n)  # type: ignore[arg-type]
             buf = b"".join(values)  # type: ignore[arg-type]
         except TypeError:  # a record without a value: the parser sees it empty and refuses it
             safe = [b"" if v is None else v for v in values]
@@ -137,7 +139,7 @@ class DecodedRecords:
             for i, key in enumerate(keys):
                 if not key:
                     keys[i] = str(self.string(i, CARD)).encode()
-        return keys
+        return cast("list[bytes]", keys)
 
 
 _ATTRS = {
@@ -159,8 +161,13 @@ def build_features(builder: FeatureBuilder, records: DecodedRecords) -> FeatureB
     onehot[:, 1] = builder.channels.ids_of_hashes(
         records.channel_h, lambda i: records.string(i, CHANNEL)
     )
+
+    def strings() -> tuple[list[str | None], list[str], list[str | None]]:
+        # Every valid record has a category.
+        category = cast("list[str]", records.strings(CATEGORY))
+        return records.strings(MERCHANT), category, records.strings(COUNTRY)
+
     return builder.build_columns(
         records.ts, records.amount, records.card_h, records.country_h, records.merchant_h,
-        onehot,
-        lambda: (records.strings(MERCHANT), records.strings(CATEGORY), records.strings(COUNTRY)),
+        onehot, strings,
     )  # fmt: skip

@@ -516,7 +516,11 @@ class FeatureBuilder:
         for col, table, column in zip((17, 18, 19), tables, values, strict=True):
             if table.risks:
                 get, default = table.risks.get, table.default
-                out[:, col] = np.fromiter(map(get, column, repeat(default)), np.float64, n)
+                out[:, col] = np.fromiter(
+                    map(get, column, repeat(default)),  # type: ignore[call-overload]
+                    np.float64,
+                    n,
+                )
             else:  # until a label arrives every value is at the prior
                 out[:, col] = table.default
         return FeatureBatch(out, ts=ts, onehot=onehot)
