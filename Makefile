@@ -29,14 +29,14 @@ up: $(KERNELS)
 	$(BIN)/fraudstream up $(ARGS)
 
 ## Lint, then the whole suite (integration tests start their own broker processes).
-test: $(KERNELS)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: $(KERNELS) lint
 	$(BIN)/python -m pytest $(ARGS)
 
+## ruff, then mypy (strict on core/ and schemas/; settings in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

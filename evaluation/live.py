@@ -416,7 +416,7 @@ class LiveRun:
                     if msg.error() is not None:
                         continue
                     read += 1
-                    record = orjson.loads(msg.value())
+                    record = orjson.loads(msg.value() or b"null")
                     i = index.get(record.get("transaction_id"))
                     if i is None:
                         unknown += 1

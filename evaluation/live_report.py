@@ -31,7 +31,6 @@ class Served:
     duplicates: int  # records for a transaction already scored (at-least-once), dropped
     unknown: int  # records for a transaction that is not in the stream
     scored_at: np.ndarray  # float64 epoch seconds of the Score's scored_at; NaN: never scored
-    scored_at: np.ndarray  # float64 epoch seconds of the Score's scored_at; NaN: never scored
 
     @property
     def scored(self) -> np.ndarray:
@@ -79,9 +78,9 @@ def grade(
     segments: dict[str, Any] = {}
     for name, m in _segments(stream, start).items():
         mm = m & scored
-        off = quality(stream.y[m], offline[m], stream.ts[m], opts)
+        off: dict[str, Any] = dict(quality(stream.y[m], offline[m], stream.ts[m], opts))
         off["roc_auc_by_pattern"] = by_pattern(stream, offline, m)
-        live = quality(stream.y[mm], served.scores[mm], stream.ts[mm], opts)
+        live: dict[str, Any] = dict(quality(stream.y[mm], served.scores[mm], stream.ts[mm], opts))
         live["roc_auc_by_pattern"] = by_pattern(stream, served.scores, mm)
         live["unscored"] = int(m.sum() - mm.sum())
         live["untrained_share"] = (

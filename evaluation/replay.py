@@ -202,10 +202,11 @@ def read_stream(
                 bad_labels += 1
                 report(f"{labels_path}: {error}")
                 continue
-            i = index.get(label.transaction_id)
-            if i is None:
+            found = index.get(label.transaction_id)
+            if found is None:
                 unmatched += 1
                 continue
+            i = found
             if label.labeled_at is not None:
                 at = label.labeled_at.timestamp()
             elif label_delay_s is not None:
@@ -401,7 +402,7 @@ def _progressive(learner: Any, plan: Plan) -> LearnerResult:
             learn(dicts[k], label)
             j += 1
         p = scores[i] = predict(dicts[i])
-        if top.wants(p, i):
+        if explain is not None and top.wants(p, i):
             # Explained now, by the model that gave the score (it learns on afterwards).
             row = FeatureBatch(batch.dense[i : i + 1], [batch.sparse[i]])
             top.add(p, i, explain(row, plan.top_reasons))

@@ -249,7 +249,7 @@ def build_report(
     learners: dict[str, Any] = {}
     for name, r in results.items():
         s = r.scores
-        segs = {}
+        segs: dict[str, dict[str, Any]] = {}
         for seg, m in masks.items():
             mm = m & np.isfinite(s)
             segs[seg] = quality(stream.y[mm], s[mm], stream.ts[mm], opts)

@@ -69,15 +69,6 @@ _positive_duration = _duration(lambda v: v <= 0, "must be > 0")
 _non_negative_duration = _duration(lambda v: v < 0, "must be >= 0")
 
 
-def _duration(text: str) -> float:
-    from evaluation.durations import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML settings file (default: params.yaml)")
     p.add_argument(
@@ -264,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     live.add_argument(
         "--burn-in",
-        type=_duration,
+        type=_non_negative_duration,
         default=0.0,
         metavar="DURATION",
         help="grade only transactions this far into the stream (event time): 30d, 168h, "
@@ -484,7 +475,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cards=args.cards,
         trainer_labels=args.trainer_labels,
         max_steal=args.max_steal,
-        **({"parts": tuple(args.only)} if args.only else {}),
+        parts=tuple(args.only) if args.only else BenchOptions.parts,
     )
     broker = None
     if settings.embedded:

@@ -178,12 +178,11 @@ class LiveView:
         scored = "fraudstream_transactions_scored_total"
         produced = "fraudstream_transactions_produced_total"
         states = self.states(s)
+        if any(state != "running" for state in states.values()):
+            for name, state in states.items():
+                t.add_row(name, state.replace("_", " "), "")
+            return t
         rows = [
-            (
-                "processes",
-                "",
-                " ".join(f"{name} {state.replace('_', ' ')}" for name, state in states.items()),
-            ),
             (
                 "produced",
                 f"{_rate(s, self._prev, 'producer', produced):.0f}/s",

@@ -183,6 +183,14 @@ class LabelSourceSettings(BaseModel):
     rate_per_s: float | None = Field(None, ge=0)
 
 
+DEFAULT_SOURCES: dict[str, TrustLevel | LabelSourceSettings] = {
+    "chargeback": "authoritative",
+    "investigation": "authoritative",
+    "customer": "low",
+}
+DEFAULT_RATES: dict[TrustLevel, float] = {"authoritative": 0.0, "trusted": 0.0, "low": 10.0}
+
+
 class LabelSettings(BaseModel):
     """Who may teach the model. A label names its `source`; only configured sources are
     learned, each at its trust level. The name is a claim made by whoever writes `labels`:
@@ -190,11 +198,7 @@ class LabelSettings(BaseModel):
     at all is the broker's ACLs."""
 
     sources: dict[str, TrustLevel | LabelSourceSettings] = Field(
-        default_factory=lambda: {
-            "chargeback": "authoritative",
-            "investigation": "authoritative",
-            "customer": "low",
-        }
+        default_factory=lambda: dict(DEFAULT_SOURCES)
     )
     # A label without a source (a plain replay file, an older feed) is learned at this level:
     # `trusted` by default, so any configured authoritative source overrides it, and
@@ -203,9 +207,7 @@ class LabelSettings(BaseModel):
     missing_source: TrustLevel | Literal["refuse"] = "trusted"
     # Per-source token bucket, by trust level: labels/s (0: unlimited) and burst (seconds of
     # that rate the bucket holds). The clock is the labels' own record timestamps.
-    rate_per_s: dict[TrustLevel, float] = Field(
-        default_factory=lambda: {"authoritative": 0.0, "trusted": 0.0, "low": 10.0}
-    )
+    rate_per_s: dict[TrustLevel, float] = Field(default_factory=lambda: dict(DEFAULT_RATES))
     burst_s: float = Field(60.0, gt=0)
     # Refused labels (unconfigured source, no source, over the rate) go to `labels.dlq`.
     dead_letter_refused: bool = True

@@ -8,6 +8,8 @@ dead letter too large to produce.
 
 from __future__ import annotations
 
+from typing import Any
+
 from confluent_kafka import Message
 
 from schemas import DecodeError
@@ -19,7 +21,7 @@ MAX_HEADER_BYTES = 8 * 1024  # names and values together
 _HEADERS = Message.headers
 
 
-def headers_error(headers: list[tuple[str, bytes | None]]) -> DecodeError | None:
+def headers_error(headers: Any) -> DecodeError | None:
     """The reason a record's headers are refused, or None."""
     if len(headers) > MAX_HEADERS:
         return DecodeError("headers_too_large", f"{len(headers)} headers > {MAX_HEADERS}")
@@ -50,7 +52,7 @@ def envelope_errors(msgs: list[Message], keys: list[bytes | None]) -> dict[int, 
     keys in bounds) costs two C-level passes and no Python work per record."""
     bad: dict[int, DecodeError] = {}
     # (filter(None, ...): records without a key, which the scorer keys by card id, skipped)
-    if max(map(len, filter(None, keys)), default=0) > MAX_KEY_BYTES:  # type: ignore[arg-type]
+    if max(map(len, filter(None, keys)), default=0) > MAX_KEY_BYTES:
         for i, key in enumerate(keys):
             exc = key_error(key)
             if exc is not None:

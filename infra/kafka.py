@@ -151,7 +151,8 @@ def make_consumer(
 def check_reachable(settings: Settings, timeout_s: float = 10.0) -> None:
     """Fail fast with one clear line when nothing answers at the bootstrap servers."""
     # Silent probe: the one-line error below says all a user needs.
-    admin = AdminClient({**common_config(settings), "error_cb": lambda _e: None, "log_level": 0})
+    conf: dict[str, Any] = {**common_config(settings), "error_cb": lambda _e: None, "log_level": 0}
+    admin = AdminClient(conf)
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -135,9 +135,10 @@ class ModelWatcher:
                 msg = consumer.poll(0.2)
                 if msg is None:
                     continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        eof.add(msg.partition())
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        eof.add(msg.partition() or 0)
                         if len(eof) >= n_partitions and not self.ready.is_set():
                             if self.source is None and self.warm_start:
                                 self._warm_start()

@@ -474,6 +474,7 @@ class TransactionGenerator:
         now = self._now
         if self._compromise_rate:
             self._compromise_terminals(now)
+        pattern: str | None
         if pending and (pending[0][0] <= now or len(pending) >= _MAX_PENDING):
             _, _, body, pattern = heapq.heappop(pending)
         elif self._p_episode and rng.random() < self._p_episode:

@@ -189,7 +189,7 @@ def _two(buf: np.ndarray, p: int) -> int:
     b = np.int64(buf[p + 1]) - _ZERO
     if a < 0 or a > 9 or b < 0 or b > 9:
         return -1
-    return a * 10 + b
+    return a * 10 + b  # type: ignore[return-value]  # a numpy int
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -249,7 +249,7 @@ def _timestamp(buf: np.ndarray, a: int, b: int, text: np.ndarray, row: int) -> t
         q += 1
         digits = 0
         while q < b and _ZERO <= buf[q] <= _NINE:
-            micro = micro * 10 + (np.int64(buf[q]) - _ZERO)
+            micro = micro * 10 + (np.int64(buf[q]) - _ZERO)  # type: ignore[assignment]
             digits += 1
             q += 1
         if digits < 1 or digits > 6:
@@ -386,14 +386,14 @@ def _record(
 
 
 # parallel=True with no prange: nothing runs in parallel, but Numba's parallel pipeline compiles
-# this loop about twice as fast (0.95 -> 0.46 µs per record here, same columns; cause not
-# found). Numba warns that nothing was parallelised, which is the point.
+# this loop to code about twice as fast, with the same columns (docs/performance.md). Numba
+# warns that nothing was parallelised, which is the point.
 PARALLEL_PIPELINE_WARNING = r"\s*The keyword argument 'parallel=True' was specified but no"
 warnings.filterwarnings("ignore", PARALLEL_PIPELINE_WARNING, NumbaPerformanceWarning)
 # Loading the cached kernel starts Numba's thread pool (idle: nothing runs in parallel). The
 # plain-pthreads pool, not GNU OpenMP's, which is not safe across fork().
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)

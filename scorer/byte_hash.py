@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 from itertools import repeat
 from operator import is_
+from typing import cast
 
 import numba
 import numpy as np
@@ -111,19 +112,20 @@ def hash_strings(values: Sequence[str | None], seed: int = SEED) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
     nulls = None
+    texts = cast("Sequence[str]", values)  # a None among them fails the join, below
     try:
-        joined = "".join(values)
+        joined = "".join(texts)
     except TypeError:  # None among them: hash "" there, then set 0
         nulls = np.fromiter(map(is_, values, repeat(None)), np.bool_, n)
-        values = ["" if v is None else v for v in values]
-        joined = "".join(values)
+        texts = ["" if v is None else v for v in values]
+        joined = "".join(texts)
     if joined.isascii():
         # The common case: one encode (a copy) and str lengths = byte lengths, no bytes
         # object per value (a third of the time of encoding each).
         data = joined.encode()
-        lengths = np.fromiter(map(len, values), np.int64, n)
+        lengths = np.fromiter(map(len, texts), np.int64, n)
     else:
-        encoded = [v.encode("utf-8", "surrogatepass") for v in values]
+        encoded = [v.encode("utf-8", "surrogatepass") for v in texts]
         data = b"".join(encoded)
         lengths = np.fromiter(map(len, encoded), np.int64, n)
     ends = np.cumsum(lengths)

@@ -41,7 +41,7 @@ _COUNT, _NEXT, _HEAD, _TAIL, _FREE_TOP, _EVICTED = range(6)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _home(h: np.uint64, shift: np.uint64) -> int:
-    return np.int64((h * _FIB) >> shift)
+    return np.int64((h * _FIB) >> shift)  # type: ignore[return-value]  # a numpy int
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -11,6 +11,8 @@ depend on which path read it (`tests/test_decoded.py`).
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from confluent_kafka import Message
 
@@ -51,7 +53,7 @@ class DecodedRecords:
         # Keys and headers over their limits: dead letters, whatever the value holds.
         refused = envelope_errors(msgs, keys)
         try:
-            lengths = np.fromiter(map(len, values), np.int64, n)
+            lengths = np.fromiter(map(len, values), np.int64, n)  # type: ignore[arg-type]
             buf = b"".join(values)  # type: ignore[arg-type]
         except TypeError:  # a record without a value: the parser sees it empty and refuses it
             safe = [b"" if v is None else v for v in values]
@@ -76,9 +78,9 @@ class DecodedRecords:
         # Records the parser left to the per-record path, by row.
         decoded: dict[int, FastTransaction] = {}
         for i in slow:
-            exc = refused.get(i)
-            if exc is not None:
-                self.dead.append((msgs[i], exc))
+            refusal = refused.get(i)
+            if refusal is not None:
+                self.dead.append((msgs[i], refusal))
                 continue
             try:
                 decoded[i] = decode_transaction_fast(values[i])
@@ -155,7 +157,7 @@ class DecodedRecords:
             for i, key in enumerate(keys):
                 if not key:
                     keys[i] = str(self.string(i, CARD)).encode()
-        return keys
+        return cast("list[bytes]", keys)
 
 
 _ATTRS = {
@@ -177,6 +179,12 @@ def build_features(builder: FeatureBuilder, records: DecodedRecords) -> FeatureB
     onehot[:, 1] = builder.channels.ids_of_hashes(
         records.channel_h, lambda i: records.string(i, CHANNEL)
     )
+
+    def strings() -> tuple[list[str | None], list[str], list[str | None]]:
+        # Every valid record has a category.
+        category = cast("list[str]", records.strings(CATEGORY))
+        return records.strings(MERCHANT), category, records.strings(COUNTRY)
+
     return builder.build_columns(
         records.ts, records.amount, records.card_h, records.country_h, records.merchant_h,
         records.category_h, onehot,

@@ -3,12 +3,12 @@
 The scorer uses `scorer/score_writer.py` (compiled, fixed-point features); this encoder takes
 the batches that one cannot (a feature non-finite or beyond 9e9) and is its reference in tests.
 
-Building a dict per record and serialising it was the scorer's largest cost (half its time in
-profiles: 20 float objects, a 22-key dict, an `orjson.dumps` call and three reason dicts per
-record). Here every column is serialised once per batch by orjson (numbers from the numpy
-arrays, strings from lists), split into tokens, and interleaved with constant pieces in a
-single list, which one `join` turns into the batch's records. Python does O(1) work per batch
-per column, plus one dictionary lookup per record for its one-hot keys.
+A dict per record, serialised, would be the scorer's largest cost (20 float objects, a
+22-key dict, an `orjson.dumps` call and three reason dicts per record). Here every column is
+serialised once per batch by orjson (numbers from the numpy arrays, strings from lists),
+split into tokens, and interleaved with constant pieces in a single list, which one `join`
+turns into the batch's records. Python does O(1) work per batch per column, plus one
+dictionary lookup per record for its one-hot keys.
 
 The output is ordinary JSON with the same fields and values as `schemas.models.Score`;
 `tests/test_encode.py` checks that each record parses back to exactly what the dict-based

@@ -78,7 +78,7 @@ class DenseScaler(preprocessing.StandardScaler):
     def learn_many(self, X: object) -> None:
         raise NotImplementedError("DenseScaler learns one record at a time")
 
-    def transform_many(self, X: object) -> None:
+    def transform_many(self, X: object) -> None:  # type: ignore[override]
         raise NotImplementedError("DenseScaler transforms one record at a time")
 
 

@@ -53,7 +53,7 @@ _COUNTRY = attrgetter("country")
 # The fields a Score carries for the trainer's label-fed state, in the writer's order.
 _ENTITY_FIELDS = [MERCHANT, CATEGORY, COUNTRY]
 _ERROR = Message.error
-_drain = partial(deque, maxlen=0)  # runs an iterator to its end at C speed
+_drain: partial[deque[object]] = partial(deque, maxlen=0)  # runs an iterator to its end at C speed
 _PARTITION = Message.partition
 
 
@@ -243,9 +243,8 @@ class Scorer:
         self._send(self._prepare(msgs))
 
     def _prepare(self, msgs: list[Message]) -> PreparedBatch:
-        """Everything but Kafka: decode, features, scores, Score records. (Scoring the next
-        batch on a second thread while this one produced measured no faster: the threads
-        mostly took turns at the GIL.)"""
+        """Everything but Kafka: decode, features, scores, Score records, on this thread (a
+        second thread gains nothing: both would mostly wait for the GIL)."""
         runs = _partition_runs(msgs)
         decoded = [(p, DecodedRecords(run)) for p, run in runs.items()]
         prepared = PreparedBatch(
@@ -415,7 +414,7 @@ class Scorer:
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)  # type: ignore[call-overload]
         except Exception as exc:  # noqa: BLE001  a failed commit only means records are repeated
             log.warning("offset commit failed: %s", exc)
 

@@ -1,12 +1,11 @@
 """Score records written by one compiled loop per batch: the scorer's fast encoder.
 
-After the batch encoder in `scorer/encode.py` (columns serialised once, interleaved in a list
-and joined), profiles still showed a third of the scorer in encoding: tens of Python objects
-per record (tokens, list slots, reason fragments). Here Python makes a handful of calls per
-batch: orjson escapes the strings and formats the probabilities of the whole batch at once,
-and a Numba loop copies those tokens into one buffer between constant pieces, writes the
-features and reasons as fixed-point decimals, picks the top reasons, and ends each record
-with a newline, so one `split` yields the records.
+Python makes a handful of calls per batch, not tens of objects per record (tokens, list
+slots, reason fragments, as the batch encoder in `scorer/encode.py` builds): orjson escapes
+the strings and formats the probabilities of the whole batch at once, and a Numba loop
+copies those tokens into one buffer between constant pieces, writes the features and reasons
+as fixed-point decimals, picks the top reasons, and ends each record with a newline, so one
+`split` yields the records.
 
 Features are rounded to 6 decimals before scoring (`round_features`), so the text is exactly
 what the model saw. `tests/test_score_writer.py` checks every record parses to what the
@@ -48,7 +47,7 @@ def round_features(dense: np.ndarray) -> bool:
 _PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8).copy()
 
 
-# Byte loops, inlined: for pieces of a few dozen bytes they measured 2-3x faster than numba's
+# Byte loops, inlined: for pieces of a few dozen bytes they are 2-3x faster than numba's
 # slice assignment (which checks overlap and dispatches per call).
 @numba.njit(cache=True, nogil=True, inline="always")
 def _put(out: np.ndarray, op: int, table: np.ndarray, ends: np.ndarray, i: int) -> int:
@@ -110,7 +109,7 @@ def _fixed(out: np.ndarray, op: int, x: float) -> int:
     """x with 6 decimals, trailing zeros dropped (one kept): '-12.5', '0.0', '3.000001'.
 
     Unsigned arithmetic throughout: division by a constant then compiles to a multiply (the
-    signed, Python-semantics version measured twice as slow)."""
+    signed, Python-semantics version is twice as slow)."""
     v = np.floor(x * _SCALE + 0.5)
     if v < 0.0:
         out[op] = 45  # -

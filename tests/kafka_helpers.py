@@ -68,3 +68,19 @@ def read_topic(
     finally:
         consumer.close()
     return out
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` when `timeout_s` runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def metric_total(port: int, name: str) -> float:
+    """The sum of a metric's samples on a process's Prometheus endpoint (0 before it answers)."""
+    from fraudstream.live import Scraper
+
+    return Scraper({"p": port}).scrape().total("p", name)

@@ -4,7 +4,6 @@ reconnect and carry on. (A memory-backed broker loses its data; the processes mu
 from __future__ import annotations
 
 import re
-import time
 
 import orjson
 import pytest
@@ -14,9 +13,12 @@ from infra.config import load_settings
 from infra.signing import SIGNING_ENV, VERIFY_ENV
 from infra.topics import create_topics
 from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
+
+
+_DISCONNECTED = re.compile(r"(?i)connection refused|transport failure|disconnected")
 
 
 def test_processes_survive_a_broker_restart(tmp_path, monkeypatch) -> None:
@@ -51,7 +53,12 @@ def test_processes_survive_a_broker_restart(tmp_path, monkeypatch) -> None:
             assert len(first) >= 200, "nothing scored before the outage"
 
             broker.stop()
-            time.sleep(6)
+            # Down until every process has noticed (and logged) the outage.
+            wait_until(
+                lambda: all(_DISCONNECTED.search(path.read_text()) for path in logs.values()),
+                60,
+                "every process to notice the outage",
+            )
             broker.start()
             # Memory storage: the topics are gone with the old broker; an operator recreates them.
             create_topics(settings)
@@ -77,9 +84,7 @@ def test_processes_survive_a_broker_restart(tmp_path, monkeypatch) -> None:
             text = path.read_text()
             assert "Traceback" not in text, f"{name}:\n{text[-3000:]}"
             # Connection errors are logged once per condition, not once per message.
-            refused = len(
-                re.findall(r"(?i)connection refused|transport failure|disconnected", text)
-            )
+            refused = len(_DISCONNECTED.findall(text))
             assert refused < 20, f"{name} logged {refused} connection errors"
     finally:
         broker.stop()

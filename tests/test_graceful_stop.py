@@ -12,11 +12,12 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from infra.broker import free_port
 from infra.metrics import Metrics
 from producer.run import ProduceOptions, run_producer
 from schemas.snapshot import decode_snapshot
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process, metric_total, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -87,14 +88,17 @@ def test_trainer_sigterm_takes_a_final_snapshot_of_every_label(
         label = {"transaction_id": tid, "is_fraud": i % 10 == 0, "source": "investigation"}
         outside.produce(settings.topics.labels, orjson.dumps(label), tid.encode())
     outside.flush(30)
+    port = free_port()
+    log = tmp_path / "t.log"
     with fraudstream_process(
-        ["train", "--no-mlflow", "--metrics-port", "0"], env, tmp_path / "t.log"
+        ["train", "--no-mlflow", "--metrics-port", str(port)], env, log
     ) as train:
-        log = tmp_path / "t.log"
-        deadline = time.monotonic() + 60
-        while "assigned" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(3)  # let it read everything; no snapshot is due before the stop
+        # Every label read and learned; no snapshot is due before the stop.
+        wait_until(
+            lambda: metric_total(port, "fraudstream_labels_learned_total") >= n,
+            120,
+            f"the trainer to learn {n} labels",
+        )
         took = _stop(train)
     assert train.returncode == 0, log.read_text()[-2000:]
     print(f"trainer stopped {took:.2f} s after SIGTERM")

@@ -9,9 +9,9 @@ from trainer.quality import RollingQuality
 def test_rolling_quality_matches_river_over_the_window() -> None:
     rng = random.Random(3)
     q = RollingQuality(window=200, threshold=0.5)
-    prec = utils.Rolling(metrics.Precision(), window_size=200)
-    rec = utils.Rolling(metrics.Recall(), window_size=200)
-    loss = utils.Rolling(metrics.LogLoss(), window_size=200)
+    prec = utils.Rolling(metrics.Precision, window_size=200)
+    rec = utils.Rolling(metrics.Recall, window_size=200)
+    loss = utils.Rolling(metrics.LogLoss, window_size=200)
     for _ in range(1000):
         y = rng.random() < 0.2
         p = min(max(rng.gauss(0.7 if y else 0.3, 0.2), 0.0), 1.0)

@@ -10,10 +10,11 @@ import time
 import orjson
 import pytest
 
+from infra.broker import free_port
 from infra.metrics import Metrics
 from producer.run import ProduceOptions, run_producer
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process, metric_total, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,14 +45,17 @@ def test_member_joins_and_leaves_mid_stream_without_losing_a_transaction(
         )
 
     a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
-    with fraudstream_process(["score", "--metrics-port", "0"], env, a_log) as a:
+    a_port, b_port = free_port(), free_port()
+    scored = "fraudstream_transactions_scored_total"
+    with fraudstream_process(["score", "--metrics-port", str(a_port)], env, a_log) as a:
         _wait_for(a_log, r"assigned .*\[3\]")
         producer = threading.Thread(target=produce)
         producer.start()
-        time.sleep(4)
-        with fraudstream_process(["score", "--metrics-port", "0"], env, b_log) as b:
+        # b joins once a is scoring, and leaves once it has scored too.
+        wait_until(lambda: metric_total(a_port, scored) >= 2000, 60, "a to score 2000")
+        with fraudstream_process(["score", "--metrics-port", str(b_port)], env, b_log) as b:
             _wait_for(b_log, r"assigned transactions")  # b took some partitions over
-            time.sleep(5)
+            wait_until(lambda: metric_total(b_port, scored) >= 500, 60, "b to score 500")
         assert b.returncode == 0, b_log.read_text()[-2000:]
         producer.join(60)
         produced = report["r"].transactions

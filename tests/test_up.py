@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from fraudstream.live import LiveView, Scrape, Scraper
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import read_topic
 
@@ -59,3 +60,28 @@ def test_transactions_flow_only_once_scorer_and_trainer_are_in_their_groups(
     lines = [ln for ln in result.stdout.splitlines() if ln.startswith("[fraudstream] t=")]
     assert "producer=waiting" in lines[0] and "scored=" not in lines[0], lines
     assert any("scored=" in ln for ln in lines), lines
+
+
+def _scrape(states: dict[str, str]) -> Scrape:
+    return Scrape(
+        0.0,
+        {
+            name: {"fraudstream_process_state": [({"fraudstream_process_state": s}, 1.0)]}
+            for name, s in states.items()
+        },
+    )
+
+
+def test_the_view_shows_states_until_every_process_runs() -> None:
+    view = LiveView(
+        Scraper({"trainer": 1, "scorer": 2}),
+        plain=True,
+        bootstrap="b",
+        processes=("trainer", "scorer", "producer"),
+    )
+    # The trainer's endpoint does not answer yet; the producer is not started.
+    line = view._line(_scrape({"scorer": "compiling"}), 3.0)
+    assert line.endswith("trainer=starting scorer=compiling producer=waiting")
+    view.scraper.ports["producer"] = 3
+    running = _scrape({"trainer": "running", "scorer": "running", "producer": "running"})
+    assert "scored=0" in view._line(running, 4.0)

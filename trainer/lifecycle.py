@@ -211,9 +211,12 @@ class RollbackWatcher:
         try:
             while not self._stop.is_set():
                 msg = consumer.poll(0.2)
-                if msg is None or msg.error() is not None:
-                    if msg is not None and msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.debug("rollback watcher: %s", msg.error().str())
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.debug("rollback watcher: %s", err.str())
                     continue
                 key = msg.key()
                 if key is not None and key.decode("utf-8", "replace") != name:
@@ -520,7 +523,9 @@ class TrainerLifecycle:
             )
             self.labels_learned = last.labels_learned if last else 0
             self.label_counts = {"fraud": 0, "legit": 0, **(last.label_counts if last else {})}
-            self.arena.restored(last.candidate if last else None, last and last.hyperparameters)
+            self.arena.restored(
+                last.candidate if last else None, last.hyperparameters if last else None
+            )
             log.error("non-finite model: reverted to v%d", self.version)
 
     def _adopt(self, rollback: Snapshot) -> None:

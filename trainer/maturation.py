@@ -116,9 +116,10 @@ class ScoreFetcher:
                         continue
                     log.warning("re-reading %s[%d]@%d: %s", self.topic, partition, offset, err)
                     return None
-                if msg.offset() == offset:
+                at = msg.offset()
+                if at == offset:
                     return msg.value()
-                if msg.offset() > offset:  # compacted or deleted: gone
+                if at is not None and at > offset:  # compacted or deleted: gone
                     return None
             log.warning("re-reading %s[%d]@%d: timed out", self.topic, partition, offset)
             return None

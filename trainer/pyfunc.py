@@ -22,11 +22,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.pyfunc import PythonModel
+from mlflow.types import ColSpec, Schema, TensorSpec
 from mlflow.types.schema import AnyType
 
 from core.label_state import LabelState
@@ -63,7 +63,9 @@ def model_features(pipeline: Any) -> list[str]:
 
 
 def model_signature(pipeline: Any) -> ModelSignature:
-    cols = [ColSpec("string", name, required=False) for name in RAW_STRINGS]
+    cols: list[ColSpec | TensorSpec] = [
+        ColSpec("string", name, required=False) for name in RAW_STRINGS
+    ]
     # `amount` is in both forms; a transaction's JSON amount may be an integer (int64 column),
     # which MLflow would refuse to convert to double.
     cols.append(ColSpec(AnyType(), "amount", required=False))
@@ -99,7 +101,7 @@ def _raw_rows(df: pd.DataFrame, labels: LabelState) -> list[dict[str, float]]:
     return FeatureBuilder(labels=labels).build(txs).dicts()
 
 
-class FraudModel(mlflow.pyfunc.PythonModel):
+class FraudModel(PythonModel):
     def load_context(self, context: Any) -> None:
         from infra.config import load_settings
         from infra.signing import verify_key

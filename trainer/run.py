@@ -707,7 +707,7 @@ class Trainer(TrainerLifecycle):
             self._since_snapshot = 0
             self._last_snapshot = time.monotonic()
             self._last = snap
-        snap = self._last
+        snap = self._last  # type: ignore[assignment]
         if self.mlflow is not None and snap is not None:
             now = time.monotonic()
             with_model = final or now - self._last_mlflow >= self.settings.trainer.mlflow_every_s

@@ -89,10 +89,8 @@ def code_version() -> dict[str, str]:
             out["git_dirty"] = str(bool(dirty)).lower()
         except (OSError, subprocess.SubprocessError):
             pass
-    commit = out.get("git_commit")
-    suffix = (
-        f" ({commit[:12]}{'+dirty' if out.get('git_dirty') == 'true' else ''})" if commit else ""
-    )
+    head = out.get("git_commit")
+    suffix = f" ({head[:12]}{'+dirty' if out.get('git_dirty') == 'true' else ''})" if head else ""
     out["code_version"] = f"fraudstream {out['fraudstream_version']}{suffix}"
     return out
 

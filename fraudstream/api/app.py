@@ -75,7 +75,8 @@ class Edge:
 
 
 def edge_of(request: Request) -> Edge:
-    return request.app.state.edge  # type: ignore[no-any-return]
+    edge: Edge = request.app.state.edge
+    return edge
 
 
 def require(scope: str | None) -> Callable[..., Awaitable[Caller]]:

@@ -74,7 +74,7 @@ class Authenticator:
             raise ApiError(
                 401, "invalid_client", "unknown client id or wrong secret", headers=_basic()
             )
-        granted = set(client.scopes)
+        granted: set[str] = set(client.scopes)
         if wanted is not None:
             unknown = wanted - granted
             if unknown:

@@ -121,7 +121,7 @@ class ScoreReplies:
                         continue
                     value = msg.value()
                     tid = transaction_id(value) if value else None
-                    if tid is None:
+                    if tid is None or value is None:
                         continue
                     self.seen += 1
                     with self._lock:

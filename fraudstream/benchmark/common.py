@@ -134,7 +134,7 @@ def passthrough_loop(
                 if seen == 0:
                     first_at = time.perf_counter()
                 seen += 1
-                positions[(msg.topic(), msg.partition())] = msg.offset() + 1
+                positions[(msg.topic(), msg.partition())] = msg.offset() + 1  # type: ignore[index, operator]
                 while True:
                     try:
                         producer.produce(sink, msg.value(), msg.key(), -1, on_delivery)

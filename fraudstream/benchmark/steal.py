@@ -1,7 +1,7 @@
 """CPU time the hypervisor gave to other guests ("steal") while a measurement ran.
 
-On shared virtual machines steal comes and goes: within one bench run the same scorer code
-measured 60k records/s in rounds with 20-40% steal and 110k in rounds with none. Each round
+On shared virtual machines steal comes and goes, and the same scorer code runs at about half
+speed in rounds with 20-40% steal than in rounds with none. Each round
 records its steal, so a reader can tell the software's speed from its neighbours'.
 """
 

@@ -45,7 +45,7 @@ def scorer_rate(settings: Settings, source: str, n: int, partitions: int) -> flo
     thread = threading.Thread(target=scorer.run, kwargs={"model_wait_s": 10.0}, daemon=True)
     thread.start()
     # Coarse polling: a waiting thread that wakes every millisecond takes the GIL from the
-    # scorer each time (measured: ~14% of its time spent waiting for it).
+    # scorer each time (~14% of its time spent waiting for it).
     while scorer.scored < n:
         time.sleep(0.02)
     scorer.producer.flush(30)
