@@ -117,6 +117,8 @@ class ModelWatcher:
         self.metrics = metrics if metrics is not None else _metrics_of(on_snapshot)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        # The newest checked snapshot not yet loaded, while the topic is read to its end.
+        self._pending: Snapshot | None = None
 
     def start(self) -> ModelWatcher:
         self._thread.start()
@@ -140,6 +142,7 @@ class ModelWatcher:
                     if err.code() == KafkaError._PARTITION_EOF:
                         eof.add(msg.partition() or 0)
                         if len(eof) >= n_partitions and not self.ready.is_set():
+                            self._load_pending()
                             if self.source is None and self.warm_start:
                                 self._warm_start()
                             self.ready.set()
@@ -203,12 +206,28 @@ class ModelWatcher:
                 self.version if self.source is not None else None,
                 self.settings.snapshot_max_version_jump,
             )
-            self.on_snapshot(snapshot)
+            if not self.ready.is_set():
+                # Catching up: every record is checked, only the newest is loaded (at the
+                # end of the topic), not each of the hundreds a long run leaves behind.
+                self._pending = snapshot
+            else:
+                self.on_snapshot(snapshot)
         except Exception as exc:  # noqa: BLE001  a bad model must not kill serving
             self._refuse(_as_error(exc), snapshot)
             return
         self.version = snapshot.version
         self.source = "topic"
+
+    def _load_pending(self) -> None:
+        """Load the newest snapshot that passed its checks while catching up."""
+        snapshot, self._pending = self._pending, None
+        if snapshot is None:
+            return
+        try:
+            self.on_snapshot(snapshot)
+        except Exception as exc:  # noqa: BLE001  a bad model must not kill serving
+            self._refuse(_as_error(exc), snapshot)
+            self.version, self.source = 0, None
 
     def _refuse(self, exc: SnapshotError, snapshot: Snapshot | None, what: str = "") -> None:
         self.rejected += 1
