@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import FraudstreamError
 from scorer.byte_hash import hash_strings
 
 DAY_S = 86400.0
@@ -37,7 +38,7 @@ GLOBAL_TAU_S = 30 * DAY_S
 MAX_KEY_CHARS = 256
 
 
-class LabelStateError(ValueError):
+class LabelStateError(FraudstreamError, ValueError):
     """Label state data that cannot be loaded; the message is one line."""
 
 

@@ -51,6 +51,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from core.errors import FraudstreamError
 from evaluation.live_report import Served, grade, render
 from evaluation.replay import Stream, build_features, iso, run_learners
 from evaluation.report import ReportOptions
@@ -72,7 +73,7 @@ MAX_AHEAD_S = 2.0
 MAX_BURST_S = 0.1
 
 
-class LiveError(RuntimeError):
+class LiveError(FraudstreamError, RuntimeError):
     """The live run could not complete; the message is one line for the CLI."""
 
 

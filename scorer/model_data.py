@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from river import compose, linear_model, optim
 
+from core.errors import FraudstreamError
 from scorer.features import DENSE_FEATURES
 from scorer.model import DenseScaler
 
@@ -34,7 +35,7 @@ MAX_KEY_LENGTH = 256
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class ModelDataError(ValueError):
+class ModelDataError(FraudstreamError, ValueError):
     """A model that cannot be written as data, or data that is not a model."""
 
 

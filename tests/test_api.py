@@ -25,7 +25,7 @@ from fraudstream.benchmark.model import publish_trained_model
 from infra.broker import free_port
 from infra.config import Settings, Topics, load_settings
 from infra.topics import create_topics
-from tests.conftest import settings_env
+from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
 
 pytestmark = pytest.mark.integration
@@ -107,6 +107,9 @@ def api_settings(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Se
         mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db",
         scorer={"group_id": f"scorer-{suffix}"},
         trainer={"group_id": f"trainer-{suffix}"},
+        # Module-scoped: the per-test key fixture is not active yet.
+        snapshot_signing_key=TEST_SIGNING_KEY,
+        snapshot_verify_key=TEST_VERIFY_KEY,
     )
     create_topics(settings)
     return settings
@@ -171,6 +174,8 @@ def stack(
             assert time.monotonic() < deadline, (logs / "score.log").read_text()[-3000:]
             time.sleep(0.2)
         yield apis
+        for api in apis.values():
+            api.http.close()
 
 
 def test_readyz_waits_for_a_model_and_model_reports_it(
@@ -334,7 +339,7 @@ def test_bad_credentials_and_tokens_are_refused_with_json_401(stack: dict[str, A
 
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "all", "scope": "score", "iat": now}
-    forged = jwt.encode({**claims, "exp": now + 60}, "another-key", algorithm="HS256")
+    forged = jwt.encode({**claims, "exp": now + 60}, "another-key-" + "x" * 32, algorithm="HS256")
     expired = jwt.encode({**claims, "exp": now - 60}, TOKEN_KEY, algorithm="HS256")
     for headers, code in (
         ({}, "unauthenticated"),

@@ -273,6 +273,7 @@ def test_watcher_refuses_and_counts_and_keeps_the_model_it_has(tmp_path: Path) -
     metrics = Metrics()
     loaded: list[int] = []
     watcher = ModelWatcher(settings, lambda s: loaded.append(s.version), metrics=metrics)
+    watcher.ready.set()  # caught up: each snapshot is loaded as it comes
     name = settings.model.name.encode()
     marker = tmp_path / "pwned"
 
@@ -295,12 +296,27 @@ def test_watcher_refuses_and_counts_and_keeps_the_model_it_has(tmp_path: Path) -
     assert loaded == [1, 6]
 
 
+def test_catching_up_checks_every_snapshot_and_loads_only_the_newest() -> None:
+    settings = load_settings(registry={"warm_start": False})
+    metrics = Metrics()
+    loaded: list[int] = []
+    watcher = ModelWatcher(settings, lambda s: loaded.append(s.version), metrics=metrics)
+    name = settings.model.name.encode()
+    for version in (1, 2, 3):
+        watcher._handle(name, encode_snapshot(_snapshot(version)))
+    watcher._handle(name, encode_snapshot(_snapshot(4, key=None)))  # refused, counted
+    assert loaded == [] and _refused(metrics, "unsigned") == 1.0
+    watcher._load_pending()
+    assert loaded == [3] and watcher.version == 3
+
+
 def test_watcher_refuses_a_tampered_challenger() -> None:
     """Challengers are signed with the champion: altering one refuses the whole snapshot."""
     settings = load_settings(registry={"warm_start": False})
     metrics = Metrics()
     loaded: list[int] = []
     watcher = ModelWatcher(settings, lambda s: loaded.append(s.version), metrics=metrics)
+    watcher.ready.set()
     name = settings.model.name.encode()
 
     def with_challenger(version: int) -> Snapshot:

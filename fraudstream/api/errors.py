@@ -9,10 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.errors import FraudstreamError
 from schemas.codec import DecodeError
 
 
-class ApiError(Exception):
+class ApiError(FraudstreamError):
     """An answer other than success, with a stable `code` callers can branch on."""
 
     def __init__(

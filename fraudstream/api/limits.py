@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.errors import FraudstreamError
 from fraudstream.api.errors import ApiError
 
 
-class _TooLarge(Exception):
+class _TooLarge(FraudstreamError):
     pass
 
 

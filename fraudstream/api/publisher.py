@@ -9,13 +9,14 @@ import threading
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
+from core.errors import FraudstreamError
 from infra.config import Settings
 from infra.kafka import make_producer
 
 log = logging.getLogger(__name__)
 
 
-class PublishError(RuntimeError):
+class PublishError(FraudstreamError, RuntimeError):
     """The broker did not take a record (after librdkafka's own retries)."""
 
 
