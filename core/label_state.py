@@ -6,14 +6,19 @@ built: `evaluate` feeds it labels as they arrive; the trainer feeds it every lab
 (on the same join, exactly once) and ships it inside each model snapshot, so scorers swap
 weights and label state together; the MLflow model carries the same data.
 
-Windows are exponentially decayed in the labelled transaction's event time: a label at event
-time t counts exp(-(now - t) / tau) at time `now`. The sums do not depend on the order labels
+Windows are exponentially decayed in the labelled transaction's event time, on the label
+clock: the newest event time among the labels that have arrived. A label at event time t
+counts exp(-(clock - t) / tau), so a 1-day window holds the labels of the last day the labels
+reach, whatever their delay (labels that arrive a week late would otherwise all sit a week
+back and a 1-day window would hold nothing). The sums do not depend on the order labels
 arrive in, only on which have arrived; a value keeps, per window, its decayed fraud and label
-counts at its reference time (the newest labelled event time), so it costs 1 + 2W floats.
+counts at its reference time (its newest labelled event time), so it costs 1 + 2W floats.
 
-A feature is log((frauds + s * p) / (labels + s)): the smoothed fraud share, with p the global
+A feature is (frauds + s * p) / (labels + s): the smoothed fraud share, with p the global
 share (labels decayed over 30 days, plus the prior worth 1,000 labels that never decay) and s
-the smoothing strength in labels; log(p) for a value without labels. Bounded: past
+the smoothing strength in labels; p for a value without labels. The share itself, not its
+log: the log spreads the many near-zero shares of honest merchants as far apart as a
+compromised merchant is from them, and the model learns from fewer labels on the share. Bounded: past
 `max_keys` values per table the least recently labelled is forgotten (counted in `evicted`).
 """
 
@@ -140,24 +145,23 @@ class LabelTable:
             self._built = self._changes
         return self._hashes, self._t, self._counts
 
-    def columns(self, hashes: np.ndarray, ts: np.ndarray, prior: float, out: np.ndarray) -> None:
+    def columns(self, hashes: np.ndarray, clock: float, prior: float, out: np.ndarray) -> None:
         """Write each record's features (one column per window) into `out` (n x W), for values
-        given by their `scorer.byte_hash` hash (0: none) at event times `ts`."""
-        log_prior = math.log(prior)
+        given by their `scorer.byte_hash` hash (0: none), on the label clock `clock`."""
         if not self.stats:
-            out[:] = log_prior
+            out[:] = prior
             return
         table, t_ref, counts = self._lookup_arrays()
         pos = np.minimum(np.searchsorted(table, hashes), len(table) - 1)
         rows = np.where((table[pos] == hashes) & (hashes != 0), pos, len(table))
-        age = np.maximum(ts - t_ref[rows], 0.0)
+        age = np.maximum(clock - t_ref[rows], 0.0)
         s = self.spec.strength
         smoothed = s * prior
         for w, tau in enumerate(self.taus):
             decay = np.exp(age / -tau)
             frauds = counts[rows, 2 * w] * decay
             labels = counts[rows, 2 * w + 1] * decay
-            np.log((frauds + smoothed) / (labels + s), out=out[:, w])
+            np.divide(frauds + smoothed, labels + s, out=out[:, w])
 
     def to_data(self) -> dict[str, Any]:
         width = 1 + 2 * len(self.taus)
@@ -243,6 +247,11 @@ class LabelState:
         return (frauds + self.base_prior * PRIOR_WEIGHT) / (labels + PRIOR_WEIGHT)
 
     @property
+    def clock(self) -> float:
+        """The newest event time among the labels observed (0 before the first)."""
+        return self._global[0] if self._global[0] > -math.inf else 0.0
+
+    @property
     def evicted(self) -> int:
         return sum(t.evicted for t in self.tables.values())
 
@@ -283,17 +292,17 @@ class LabelState:
         merchant_h: np.ndarray,
         category_h: np.ndarray,
         country_h: np.ndarray,
-        ts: np.ndarray,
         out: np.ndarray,
     ) -> None:
         """Write the label-fed features (`FEATURES`, in order) of a batch into `out`
         (n x len(FEATURES)), for values given by their byte hashes (0: none)."""
         prior = self.prior
+        clock = self.clock
         col = 0
         for table, hashes in ((self.merchant, merchant_h), (self.category, category_h),
                               (self.country, country_h)):  # fmt: skip
             width = len(table.taus)
-            table.columns(hashes, ts, prior, out[:, col : col + width])
+            table.columns(hashes, clock, prior, out[:, col : col + width])
             col += width
 
     def to_data(self) -> dict[str, Any]:

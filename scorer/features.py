@@ -29,12 +29,15 @@ Dense features (always present, one matrix column each):
   2 at the opposite hour; 0 on first sight.
 - country_new: 1 if the country is none of the card's last few distinct countries.
 - merchant_new: 1 if the merchant is none of the card's last few distinct merchants.
-- merchant_risk_1d, merchant_risk_7d, merchant_risk_30d: log of the merchant's smoothed fraud
-  share among its labelled transactions of about the last 1, 7 and 30 days (exponentially
-  decayed in event time), counting only labels that have arrived; log of the global share for
-  a merchant without labels. Computed by `core.label_state`, which the trainer ships to the
-  scorers inside each snapshot.
+- merchant_risk_1d, merchant_risk_7d, merchant_risk_30d: the merchant's smoothed fraud share
+  among its labelled transactions of about the last 1, 7 and 30 days that labels reach
+  (exponentially decayed in event time on the label clock), counting only labels that have
+  arrived; the global share for a merchant without labels. Computed by `core.label_state`,
+  which the trainer ships to the scorers inside each snapshot.
 - category_risk, country_risk: the same over about 7 days, for the category and the country.
+- amount_excess, amount_excess_sq: amount_zscore where positive (0 otherwise), and its square:
+  a linear model cannot otherwise make an amount far above the card's habit count more than
+  linearly, nor stop a low amount from counting against fraud.
 Sparse one-hot features (present only when set): `merchant_category=<v>`, `channel=<v>`.
 """
 
@@ -74,9 +77,13 @@ DENSE_FEATURES: tuple[str, ...] = (
     "country_new",
     "merchant_new",
     *LABEL_FEATURES,
+    "amount_excess",
+    "amount_excess_sq",
 )
 # Columns of the label-fed features (after the per-card ones).
 LABEL_COLUMNS = slice(17, 17 + len(LABEL_FEATURES))
+_ZSCORE = DENSE_FEATURES.index("amount_zscore")
+_EXCESS = DENSE_FEATURES.index("amount_excess")
 FIRST_SEEN_GAP_S = 30 * 24 * 3600.0
 VELOCITY_TAU_S = 3600.0
 VELOCITY_DAY_TAU_S = 24 * 3600.0
@@ -445,7 +452,10 @@ class FeatureBuilder:
         store.trim()
 
         block = out[:, LABEL_COLUMNS]
-        self.labels.columns(merchant_hashes, category_hashes, country_hashes, ts, block)
+        self.labels.columns(merchant_hashes, category_hashes, country_hashes, block)
+        excess = out[:, _EXCESS]
+        np.maximum(out[:, _ZSCORE], 0.0, out=excess)
+        np.square(excess, out=out[:, _EXCESS + 1])
         return FeatureBatch(out, ts=ts, onehot=onehot)
 
     def _round(

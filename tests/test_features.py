@@ -3,6 +3,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from core.label_state import FEATURES as LABEL_FEATURES
 from core.label_state import LabelState
 from schemas import Transaction
@@ -108,6 +110,8 @@ def test_card_habits_drive_the_new_features() -> None:
     ).row_dict(0)
     assert usual["merchant_new"] == 0.0 and usual["country_new"] == 0.0
     assert abs(usual["amount_zscore"]) < 1.0
+    assert usual["amount_excess"] == max(usual["amount_zscore"], 0.0)
+    assert usual["amount_excess_sq"] == usual["amount_excess"] ** 2
     assert usual["hour_unusual"] < 0.1
     assert abs(usual["log_gap_vs_usual"]) < 0.5
     # Twelve hours later, ten times the amount, abroad, at a new merchant.
@@ -117,6 +121,8 @@ def test_card_habits_drive_the_new_features() -> None:
     assert odd["merchant_new"] == 1.0 and odd["country_new"] == 1.0
     assert odd["country_changed"] == 1.0
     assert odd["amount_zscore"] > 3.0
+    assert odd["amount_excess"] == odd["amount_zscore"]
+    assert odd["amount_excess_sq"] == pytest.approx(odd["amount_zscore"] ** 2)
     assert odd["hour_unusual"] > 1.5
     assert odd["log_gap_vs_usual"] < -0.5
     assert odd["velocity_24h"] > usual["velocity_24h"]
@@ -137,9 +143,8 @@ def test_bursts_raise_velocity_and_shorten_the_gap() -> None:
 def test_risk_features_use_only_labels_already_observed() -> None:
     builder = FeatureBuilder()
     prior = builder.build([tx(0, merchant_id="bad", country="FR")]).row_dict(0)
-    log_prior = math.log(builder.labels.prior)
     for name in LABEL_FEATURES:
-        assert prior[name] == log_prior
+        assert prior[name] == builder.labels.prior
     victims = [tx(i, card=f"v{i}", merchant_id="bad", country="FR") for i in range(1, 11)]
     builder.build(victims)
     # Nothing learned before the labels arrive.
@@ -154,8 +159,8 @@ def test_risk_features_use_only_labels_already_observed() -> None:
     ).dicts()
     for window in ("1d", "7d", "30d"):
         name = f"merchant_risk_{window}"
-        assert after[0][name] > math.log(0.5)
-        assert after[1][name] < math.log(builder.labels.prior)
+        assert after[0][name] > 0.5
+        assert after[1][name] < builder.labels.prior
 
 
 def test_label_state_is_bounded_and_shareable() -> None:
@@ -166,8 +171,8 @@ def test_label_state_is_bounded_and_shareable() -> None:
     assert len(labels.merchant) == 5 and labels.merchant.evicted == 3
     # m7 was labelled legit: below the prior in the other builder too; m0 was forgotten.
     rows = b.build([tx(20, merchant_id="m7"), tx(21, card="c2", merchant_id="m0")]).dicts()
-    assert rows[0]["merchant_risk_30d"] < math.log(labels.prior)
-    assert rows[1]["merchant_risk_30d"] == math.log(labels.prior)
+    assert rows[0]["merchant_risk_30d"] < labels.prior
+    assert rows[1]["merchant_risk_30d"] == labels.prior
 
 
 def test_features_do_not_depend_on_batching_or_later_records() -> None:

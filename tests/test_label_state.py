@@ -16,14 +16,12 @@ from scorer.byte_hash import hash_strings
 T0 = 1_767_225_600.0  # 2026-01-01
 
 
-def _columns(state: LabelState, merchants: list[str | None], at: float) -> np.ndarray:
+def _columns(state: LabelState, merchants: list[str | None]) -> np.ndarray:
     n = len(merchants)
     out = np.empty((n, len(FEATURES)))
     cats = ["food"] * n
     countries = ["FR"] * n
-    state.columns(
-        hash_strings(merchants), hash_strings(cats), hash_strings(countries), np.full(n, at), out
-    )
+    state.columns(hash_strings(merchants), hash_strings(cats), hash_strings(countries), out)
     return out
 
 
@@ -36,20 +34,39 @@ def _labels(n: int, seed: int) -> list[tuple[str, str, str, bool, float]]:
     ]  # fmt: skip
 
 
-def test_one_fraud_label_lifts_the_merchant_above_the_prior_and_decays_with_time() -> None:
+def test_one_fraud_label_lifts_the_merchant_above_the_prior_and_decays_on_the_label_clock() -> None:
     state = LabelState(prior=0.01)
     state.observe("shop", "food", "FR", True, T0)
-    now = _columns(state, ["shop", "other", None], T0)
-    log_prior = math.log(state.prior)
+    now = _columns(state, ["shop", "other", None])
+    prior = state.prior
     merchant = slice(0, 3)
     # (1 + 2p) / (1 + 2) for each window, right after the label.
-    expected = math.log((1 + 2 * state.prior) / 3)
+    expected = (1 + 2 * prior) / 3
     assert now[0, merchant] == pytest.approx([expected] * 3)
-    assert (now[1, merchant] == log_prior).all() and (now[2, merchant] == log_prior).all()
-    later = _columns(state, ["shop"], T0 + 7 * DAY_S)[0, merchant]
-    # The 1-day window has forgotten it, the 30-day one hardly.
-    assert later[0] == pytest.approx(log_prior, abs=0.05)
+    assert (now[1, merchant] == prior).all() and (now[2, merchant] == prior).all()
+    # Time alone forgets nothing: a week without labels (a label pipeline down, or labels
+    # that take a week) leaves the shares as the last labels left them.
+    assert state.clock == T0
+    # The label clock moves with labels for other merchants a week later: the 1-day window
+    # has forgotten the fraud, the 30-day one hardly.
+    state.observe("elsewhere", "food", "FR", False, T0 + 7 * DAY_S)
+    later = _columns(state, ["shop"])[0, merchant]
+    assert later[0] == pytest.approx(state.prior, abs=0.01)
     assert later[0] < later[1] < later[2] < expected
+
+
+def test_a_week_of_label_delay_does_not_empty_the_short_window() -> None:
+    """Labels arrive a week after their transactions: the 1-day window holds the last day
+    they reach, so a merchant whose latest labels are all fraud reads as compromised."""
+    state = LabelState(prior=0.01)
+    for i in range(4):
+        state.observe("terminal", "food", "FR", True, T0 + i * 3600.0)
+    scored_at = T0 + 7 * DAY_S  # when these labels arrive
+    assert scored_at > state.clock
+    share_1d = _columns(state, ["terminal"])[0, 0]
+    weight = sum(math.exp(-h * 3600.0 / DAY_S) for h in range(4))
+    assert share_1d == pytest.approx((weight + 2 * state.prior) / (weight + 2))
+    assert share_1d > 0.6
 
 
 def test_features_do_not_depend_on_the_order_labels_arrive_in() -> None:
@@ -60,8 +77,7 @@ def test_features_do_not_depend_on_the_order_labels_arrive_in() -> None:
     for label in sorted(labels, key=lambda x: -x[4]):
         b.observe(*label)
     merchants = [f"m{i}" for i in range(25)]
-    at = T0 + 41 * DAY_S
-    np.testing.assert_allclose(_columns(a, merchants, at), _columns(b, merchants, at), rtol=1e-12)
+    np.testing.assert_allclose(_columns(a, merchants), _columns(b, merchants), rtol=1e-12)
 
 
 def test_state_survives_its_data_format_exactly() -> None:
@@ -71,12 +87,11 @@ def test_state_survives_its_data_format_exactly() -> None:
     wire = orjson.loads(orjson.dumps(state.to_data()))
     restored = LabelState.from_data(wire)
     merchants = [f"m{i}" for i in range(25)]
-    at = T0 + 45 * DAY_S
-    assert (_columns(restored, merchants, at) == _columns(state, merchants, at)).all()
+    assert (_columns(restored, merchants) == _columns(state, merchants)).all()
     # And it goes on learning identically.
     for s in (state, restored):
         s.observe("m3", "food", "FR", True, T0 + 44 * DAY_S)
-    assert (_columns(restored, merchants, at) == _columns(state, merchants, at)).all()
+    assert (_columns(restored, merchants) == _columns(state, merchants)).all()
     assert restored.labels == state.labels == 301
 
 
@@ -146,9 +161,8 @@ def test_a_correction_turns_an_earlier_label_into_the_new_verdict() -> None:
     corrected.observe("m2", "food", "FR", False, T0 + 60)
     corrected.observe("m2", "food", "FR", True, T0 + 60, correction=True)
     direct.observe("m2", "food", "FR", True, T0 + 60)
-    at = T0 + DAY_S
     np.testing.assert_allclose(
-        _columns(corrected, ["m1", "m2"], at), _columns(direct, ["m1", "m2"], at), rtol=1e-12
+        _columns(corrected, ["m1", "m2"]), _columns(direct, ["m1", "m2"]), rtol=1e-12
     )
     assert corrected.labels == direct.labels == 2
     # Back to legitimate: as if it had never been a fraud; counts never go below zero.

@@ -106,12 +106,10 @@ def _reference(settings: Settings, txs: list[dict]) -> LabelState:
 def _expected(state: LabelState, txs: list[dict]) -> np.ndarray:
     n = len(txs)
     out = np.empty((n, len(LABEL_FEATURES)))
-    ts = np.array([datetime.fromisoformat(str(t["timestamp"])).timestamp() for t in txs])
     state.columns(
         hash_strings([t["merchant_id"] for t in txs]),
         hash_strings([t["merchant_category"] for t in txs]),
         hash_strings([t["country"] for t in txs]),
-        ts,
         out,
     )
     return out
