@@ -33,7 +33,7 @@ from tests.conftest import TEST_SIGNING_KEY, SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process
 from tests.test_mlflow_lifecycle import Snapshots, publish_pairs, synthetic_pairs, wait_for
 from tests.test_model import _transactions
-from trainer.lifecycle import Arena
+from trainer.arena import Arena
 from trainer.quality import RollingQuality
 from trainer.run import Trainer
 
@@ -222,7 +222,7 @@ def test_a_diverged_challenger_is_reset_not_snapshotted() -> None:
 
 
 def test_challenger_metrics_for_mlflow() -> None:
-    metrics = _trained_arena(_settings()).metrics()
+    metrics = _trained_arena(_settings()).run_metrics()
     assert {"challenger.steady.roc_auc", "challenger.steady.log_loss"} <= set(metrics)
 
 

@@ -47,7 +47,8 @@ from schemas.snapshot import Snapshot, decode_snapshot
 from scorer.model import build_pipeline
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
-from trainer.lifecycle import Arena, Guardrails
+from trainer.arena import Arena
+from trainer.guardrails import Guardrails
 from trainer.quality import RollingQuality
 from trainer.run import Trainer
 from trainer.tracking import MlflowLogger
@@ -513,7 +514,7 @@ def test_trainer_holds_back_insane_snapshots(
     try:
         trainer.pipeline.learn_one({"amount": 2.0}, True)
         trainer.pipeline["logreg"]._weights["amount"] = float("inf")
-        trainer._since_snapshot = 1
+        trainer.state.since_snapshot = 1
         trainer.snapshot()
         assert trainer.version == 0
         assert all(math.isfinite(w) for w in trainer.pipeline["logreg"].weights.values())
