@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from infra.metrics import Metrics
 from schemas.snapshot import Offsets, Snapshot, encode_snapshot
@@ -27,17 +26,17 @@ class SnapshotPublisher:
         topic: str,
         model_name: str,
         metrics: Metrics,
-        commit: Callable[[Offsets], None],
+        consumer: Consumer,
         mlflow: MlflowLogger | None = None,
         mlflow_every_s: float = 30.0,
     ) -> None:
-        """`commit`: commits the consumer's offsets (a snapshot's resume offsets) once it is
-        stored; `mlflow_every_s`: how often a logged run carries the model itself."""
+        """`consumer`: the trainer's, whose offsets a stored snapshot's resume offsets become;
+        `mlflow_every_s`: how often a logged run carries the model itself."""
         self.producer = producer
         self.topic = topic
         self.key = model_name.encode()
         self.metrics = metrics
-        self.commit = commit
+        self.consumer = consumer
         self.mlflow = mlflow
         self.mlflow_every_s = mlflow_every_s
         # The latest snapshot published or resumed from: the model in service.
@@ -72,7 +71,7 @@ class SnapshotPublisher:
                 self._failure_logged = now
             return
         # Offsets are committed only once the snapshot that covers them is stored.
-        self.commit(snap.resume_offsets)
+        self._commit(snap.resume_offsets)
         self.metrics.snapshots.inc()
         auc = snap.metrics.get("roc_auc")
         log.info(
@@ -81,6 +80,19 @@ class SnapshotPublisher:
             snap.labels_learned,
             f"{auc:.3f}" if auc is not None else "n/a",
         )
+
+    def _commit(self, resume: Offsets) -> None:
+        offsets = [
+            TopicPartition(topic, int(p), off)
+            for topic, parts in resume.items()
+            for p, off in parts.items()
+        ]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except Exception as exc:  # noqa: BLE001  committed offsets only inform lag; the snapshot rules
+            log.warning("offset commit failed: %s", exc)
 
     def log_model_next(self) -> None:
         """The next run logged carries the model (a promoted champion is registered with the

@@ -25,6 +25,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from prometheus_client import Counter
 
 from infra.config import Settings
 from infra.delivery import Delivery
@@ -37,7 +38,7 @@ from infra.signing import require_signing_key
 from infra.topics import SNAPSHOT_MAX_BYTES
 from schemas import DecodeError
 from schemas.fast import decode_label_fast
-from schemas.snapshot import Offsets, Snapshot
+from schemas.snapshot import Snapshot
 from trainer.arena import Arena
 from trainer.champion import Champion
 from trainer.dead_letters import LabelDeadLetters
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
+    """One trainer process: `run` until `stop`, then a final snapshot."""
+
     def __init__(
         self, settings: Settings, metrics: Metrics, mlflow_logger: MlflowLogger | None = None
     ) -> None:
@@ -102,15 +105,6 @@ class Trainer:
             self.topics.labels_dlq,
             settings.labels.dead_letter_refused,
         )
-        self.publisher = SnapshotPublisher(
-            self.producer,
-            self.topics.model_updates,
-            settings.model.name,
-            metrics,
-            self._commit,
-            mlflow_logger,
-            self.cfg.mlflow_every_s,
-        )
         self.consumer: Consumer = make_consumer(
             settings,
             self.cfg.group_id,
@@ -121,6 +115,15 @@ class Trainer:
                 # The trainer is one process: eager assignment lets on_assign set positions.
                 "partition.assignment.strategy": "range",
             },
+        )
+        self.publisher = SnapshotPublisher(
+            self.producer,
+            self.topics.model_updates,
+            settings.model.name,
+            metrics,
+            self.consumer,
+            mlflow_logger,
+            self.cfg.mlflow_every_s,
         )
 
     # What callers watch while it runs (benchmarks, tests).
@@ -322,7 +325,9 @@ class Trainer:
             self.champion.count("matured")
             self.metrics.matured.inc()
 
-    def _relearn(self, joined: Joined, what: str, outcomes: Any, learned: str, kind: str) -> None:
+    def _relearn(
+        self, joined: Joined, what: str, outcomes: Counter, learned: str, kind: str
+    ) -> None:
         """Learn a transaction learned before once more, with its new label: a late fraud
         label for one learned as legitimate at maturation, or a higher-trust label that
         contradicts the one learned (an investigator's verdict, a chargeback).
@@ -415,16 +420,3 @@ class Trainer:
             self.metrics.model_version.set(champion.version)
             state.snapshot_taken()
         self.publisher.to_mlflow(champion.pipeline, final)
-
-    def _commit(self, resume: Offsets) -> None:
-        offsets = [
-            TopicPartition(topic, int(p), off)
-            for topic, parts in resume.items()
-            for p, off in parts.items()
-        ]
-        if not offsets:
-            return
-        try:
-            self.consumer.commit(offsets=offsets, asynchronous=True)
-        except Exception as exc:  # noqa: BLE001  committed offsets only inform lag; the snapshot rules
-            log.warning("offset commit failed: %s", exc)
