@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from infra.config import ModelSettings, Settings
+from infra.config import ChallengerSettings, ModelSettings, Settings
 from infra.metrics import Metrics
 from schemas.snapshot import ChallengerSnapshot, Snapshot, SnapshotError, challenger_snapshot
 from scorer.model import build_pipeline, predict_one, upgrade_pipeline
@@ -67,28 +67,35 @@ class Arena:
 
     def __init__(
         self,
-        settings: Settings,
+        model: ModelSettings,
+        cfg: ChallengerSettings,
+        window: int,
+        threshold: float,
         metrics: Metrics | None = None,
         mlflow: MlflowLogger | None = None,
     ) -> None:
-        """`metrics`, `mlflow`: where challenger quality and promotions are reported."""
-        self.settings = settings
+        """`model`: the configured learner (the default champion), which candidates change;
+        `window`, `threshold`: the rolling quality each candidate is judged by; `metrics`,
+        `mlflow`: where challenger quality and promotions are reported."""
+        self.model = model
+        self.window = window
+        self.threshold = threshold
         self.metrics = metrics
         self.mlflow = mlflow
-        self.cfg = settings.challengers
+        self.cfg = cfg
         self.champion = DEFAULT_CANDIDATE
-        self.champion_model = settings.model
+        self.champion_model = model
         self.challengers = [self._fresh(c.name, self._model(c.name)) for c in self.cfg.candidates]
         self.promotions = 0
         self.labels_since_promotion = 0
 
     def _model(self, name: str) -> ModelSettings:
         if name == DEFAULT_CANDIDATE:
-            return self.settings.model
+            return self.model
         for c in self.cfg.candidates:
             if c.name == name:
                 changes = c.model_dump(exclude={"name"}, exclude_none=True)
-                return self.settings.model.model_copy(update=changes)
+                return self.model.model_copy(update=changes)
         raise KeyError(name)
 
     def _fresh(self, name: str, model: ModelSettings) -> Candidate:
@@ -96,7 +103,7 @@ class Arena:
             name,
             model,
             build_pipeline(model),
-            RollingQuality(self.settings.trainer.quality_window, self.settings.scorer.threshold),
+            RollingQuality(self.window, self.threshold),
         )
 
     @property
@@ -112,7 +119,7 @@ class Arena:
             model = self._model(name)
         except KeyError:
             # No longer configured: it learns on with the settings it was trained with.
-            model = self.settings.model.model_copy(update=hyperparameters or {})
+            model = self.model.model_copy(update=hyperparameters or {})
             log.warning("champion %r is no configured candidate any more", name)
         # The slot of the restored candidate goes to the champion it replaces, untrained.
         old = self.champion
@@ -263,3 +270,17 @@ class Arena:
                 if math.isfinite(value):
                     out[f"challenger.{c.name}.{metric}"] = value
         return out
+
+
+def arena_of(
+    settings: Settings, metrics: Metrics | None = None, mlflow: MlflowLogger | None = None
+) -> Arena:
+    """The challengers the settings configure."""
+    return Arena(
+        settings.model,
+        settings.challengers,
+        settings.trainer.quality_window,
+        settings.scorer.threshold,
+        metrics,
+        mlflow,
+    )

@@ -18,7 +18,7 @@ from typing import Any
 
 from river import metrics as river_metrics
 
-from infra.config import Settings
+from infra.config import GuardrailSettings, Settings
 from infra.metrics import Metrics
 from scorer.model import predict_one
 from trainer.tracking import MlflowLogger
@@ -50,17 +50,19 @@ class Guardrails:
 
     def __init__(
         self,
-        settings: Settings,
+        cfg: GuardrailSettings,
+        threshold: float,
+        window: int,
         metrics: Metrics | None = None,
         mlflow: MlflowLogger | None = None,
     ) -> None:
-        """`metrics`, `mlflow`: where holds are reported (`hold`)."""
-        self.cfg = settings.guardrails
+        """`threshold`: the scorer's alert threshold; `window`: labels in the rolling AUCs;
+        `metrics`, `mlflow`: where holds are reported (`hold`)."""
+        self.cfg = cfg
         self.metrics = metrics
         self.mlflow = mlflow
-        self.threshold = settings.scorer.threshold
+        self.threshold = threshold
         self.reference: deque[dict[str, float]] = deque(maxlen=self.cfg.reference_size)
-        window = settings.trainer.quality_window
         # On the same trusted labels: the served scores, and the candidate's own progressive
         # predictions (before it learned each label).
         self.served_auc = river_metrics.RollingROCAUC(window_size=window)
@@ -172,6 +174,19 @@ class Guardrails:
                 {"guardrail_holds": float(self.holds)},
                 {"guardrail.last_hold": details},
             )
+
+
+def guardrails_of(
+    settings: Settings, metrics: Metrics | None = None, mlflow: MlflowLogger | None = None
+) -> Guardrails:
+    """The guardrails the settings configure."""
+    return Guardrails(
+        settings.guardrails,
+        settings.scorer.threshold,
+        settings.trainer.quality_window,
+        metrics,
+        mlflow,
+    )
 
 
 def diverged(held: list[Hold]) -> bool:

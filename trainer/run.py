@@ -39,11 +39,11 @@ from infra.topics import SNAPSHOT_MAX_BYTES
 from schemas import DecodeError
 from schemas.fast import decode_label_fast
 from schemas.snapshot import Snapshot
-from trainer.arena import Arena
+from trainer.arena import arena_of
 from trainer.champion import Champion
 from trainer.dead_letters import LabelDeadLetters
 from trainer.gauges import TrainerGauges
-from trainer.guardrails import Guardrails, diverged
+from trainer.guardrails import diverged, guardrails_of
 from trainer.join import Joined
 from trainer.label_trust import LabelGate
 from trainer.publisher import SnapshotPublisher
@@ -75,8 +75,8 @@ class Trainer:
             mlflow_logger.metrics = metrics
         self.state = TrainingState(self.cfg, self.topics.scores, self.topics.labels)
         # Model lifecycle: publish only sane snapshots, contest the champion, adopt rollbacks.
-        self.guardrails = Guardrails(settings, metrics, mlflow_logger)
-        self.arena = Arena(settings, metrics, mlflow_logger)
+        self.guardrails = guardrails_of(settings, metrics, mlflow_logger)
+        self.arena = arena_of(settings, metrics, mlflow_logger)
         self.rollbacks = RollbackWatcher(settings, metrics, mlflow_logger)
         self.champion = Champion(
             settings.model,
