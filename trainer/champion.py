@@ -5,7 +5,8 @@ counts of labels learned, the label-fed state shipped beside its weights
 (core/label_state.py) and its progressive quality. `fit` evaluates then learns one joined
 transaction, feeding the label-fed state on the same path, so both are learned exactly once
 (restarts included). The champion's model is replaced by a restore, a revert (guardrails), a
-rollback or a promotion; `Arena` and `Guardrails` see only what `fit` hands them.
+rollback or a promotion. The guardrails see only what `fit` hands them; the challengers
+(`Arena`) learn what it learns and follow each change of champion.
 """
 
 from __future__ import annotations
