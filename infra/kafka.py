@@ -111,7 +111,7 @@ def parse_lag(stats_json: str, group: str, on_lag: LagCallback) -> None:
 
     Lag is the high watermark minus the consumer's position (records not yet processed);
     librdkafka's own `consumer_lag` counts from the committed offset, which a trainer keeps
-    behind on purpose (see trainer/run.py), so it is only the fallback.
+    behind on purpose (see trainer/state.py), so it is only the fallback.
     """
     stats = orjson.loads(stats_json)
     for topic, tstats in stats.get("topics", {}).items():

@@ -33,7 +33,7 @@ from tests.conftest import TEST_SIGNING_KEY, SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process
 from tests.test_mlflow_lifecycle import Snapshots, publish_pairs, synthetic_pairs, wait_for
 from tests.test_model import _transactions
-from trainer.lifecycle import Arena
+from trainer.arena import Arena, arena_of
 from trainer.quality import RollingQuality
 from trainer.run import Trainer
 
@@ -55,7 +55,7 @@ def _train(pipeline: Any, n: int, seed: int, fraud_weight: float = 1.0) -> Any:
 
 
 def _trained_arena(settings: Settings, n: int = 300) -> Arena:
-    arena = Arena(settings)
+    arena = arena_of(settings)
     rng = random.Random(7)
     for x in FeatureBuilder().build(_transactions(n, 7)).dicts():
         arena.learn(x, x["amount"] > 300 or rng.random() < 0.05)
@@ -149,7 +149,7 @@ def test_snapshots_without_challengers_still_load() -> None:
     assert old.load_model() is not None
     assert ShadowModels.from_snapshot(old) is None
 
-    arena = Arena(_settings())
+    arena = arena_of(_settings())
     arena.restored(old.candidate, old.hyperparameters)
     arena.restore_challengers(old)
     [c] = arena.challengers
@@ -172,7 +172,7 @@ def test_arena_restores_its_challengers() -> None:
     arena = _trained_arena(settings)
     snap = decode_snapshot(encode_snapshot(_snapshot(arena)))
 
-    again = Arena(settings)
+    again = arena_of(settings)
     again.restored(snap.candidate, snap.hyperparameters)
     again.restore_challengers(snap)
     [c] = again.challengers
@@ -186,11 +186,11 @@ def test_arena_restores_its_challengers() -> None:
 
     # Its settings changed since: it starts untrained under the new ones.
     changed = load_settings(challengers={"candidates": [{**CANDIDATES[0], "learning_rate": 0.2}]})
-    fresh = Arena(changed)
+    fresh = arena_of(changed)
     fresh.restore_challengers(snap)
     assert not fresh.challengers[0].pipeline["logreg"].weights
     # No longer configured: dropped.
-    none = Arena(load_settings())
+    none = arena_of(load_settings())
     none.restore_challengers(snap)
     assert none.challengers == []
 
@@ -203,7 +203,7 @@ def test_arena_restores_the_demoted_champion_after_a_promotion() -> None:
     assert arena.champion == "steady" and arena.challengers[0].name == "default"
     snap = decode_snapshot(encode_snapshot(_snapshot(arena)))
 
-    again = Arena(settings)
+    again = arena_of(settings)
     again.restored("steady", snap.challengers[0].hyperparameters)
     again.restore_challengers(snap)
     assert again.champion == "steady"
@@ -222,7 +222,7 @@ def test_a_diverged_challenger_is_reset_not_snapshotted() -> None:
 
 
 def test_challenger_metrics_for_mlflow() -> None:
-    metrics = _trained_arena(_settings()).metrics()
+    metrics = _trained_arena(_settings()).run_metrics()
     assert {"challenger.steady.roc_auc", "challenger.steady.log_loss"} <= set(metrics)
 
 

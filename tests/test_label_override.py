@@ -109,8 +109,8 @@ def test_a_flood_of_untrusted_labels_never_crashes_the_trainer_on_a_full_queue(
         refused = metrics.labels_refused.labels("unknown-app", "untrusted_source")._value.get()
         assert refused == 1000
         queued = metrics.dlq.labels(settings.topics.labels, "untrusted_source")._value.get()
-        assert trainer._dead_letters_dropped > 900
-        assert trainer._dead_letters_dropped + queued == 1000
-        assert len(trainer.joiner.labels) == 0 and trainer.labels_learned == 0
+        assert trainer.dead_letters.dropped > 900
+        assert trainer.dead_letters.dropped + queued == 1000
+        assert len(trainer.state.joiner.labels) == 0 and trainer.labels_learned == 0
     finally:
         trainer.consumer.close()

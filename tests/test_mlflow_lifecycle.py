@@ -47,7 +47,8 @@ from schemas.snapshot import Snapshot, decode_snapshot
 from scorer.model import build_pipeline
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
-from trainer.lifecycle import Arena, Guardrails
+from trainer.arena import arena_of
+from trainer.guardrails import Guardrails, guardrails_of
 from trainer.quality import RollingQuality
 from trainer.run import Trainer
 from trainer.tracking import MlflowLogger
@@ -442,7 +443,7 @@ def test_guardrail_rules() -> None:
         return {"amount": amount, "log_amount": math.log1p(amount)}
 
     def rails_for(candidate_ranks_backwards: bool) -> Guardrails:
-        rails = Guardrails(settings)
+        rails = guardrails_of(settings)
         for _ in range(300):
             y = rng.random() < 0.2
             # The model in service ranked perfectly; the candidate (its progressive
@@ -472,7 +473,7 @@ def test_guardrail_rules() -> None:
     assert [code for code, _ in held] == ["non_finite"] and "logreg.weights[amount]" in held[0][1]
 
     disabled = settings.guardrails.model_copy(update={"enabled": False})
-    off = Guardrails(settings.model_copy(update={"guardrails": disabled}))
+    off = guardrails_of(settings.model_copy(update={"guardrails": disabled}))
     assert off.check(broken) == []
 
 
@@ -513,7 +514,7 @@ def test_trainer_holds_back_insane_snapshots(
     try:
         trainer.pipeline.learn_one({"amount": 2.0}, True)
         trainer.pipeline["logreg"]._weights["amount"] = float("inf")
-        trainer._since_snapshot = 1
+        trainer.state.since_snapshot = 1
         trainer.snapshot()
         assert trainer.version == 0
         assert all(math.isfinite(w) for w in trainer.pipeline["logreg"].weights.values())
@@ -641,7 +642,7 @@ def test_arena_promotes_by_margin_over_consecutive_checks_with_hysteresis() -> N
             "min_labels": 20,
         }
     )
-    arena = Arena(settings)
+    arena = arena_of(settings)
     assert arena.champion == "default" and [c.name for c in arena.challengers] == ["steady"]
     assert arena.challengers[0].model.learning_rate == 0.1
     arena.labels_since_promotion = 100
@@ -668,10 +669,10 @@ def test_arena_promotes_by_margin_over_consecutive_checks_with_hysteresis() -> N
     assert arena.check(_quality(auc_high=False)).name == "default"
 
     # A restored champion takes its slot back from the configured candidates.
-    again = Arena(settings)
+    again = arena_of(settings)
     again.restored("steady")
     assert again.champion == "steady" and [c.name for c in again.challengers] == ["default"]
-    assert Arena(load_settings()).check(champion) is None  # no challengers: nothing to do
+    assert arena_of(load_settings()).check(champion) is None  # no challengers: nothing to do
 
 
 def test_trainer_promotes_a_better_challenger_and_publishes_and_registers_it(

@@ -173,7 +173,7 @@ class Joiner:
     maturation (which ranks as a trusted label), a label of at least that rank is returned as
     kind "late" for the trainer to honour (a fraud label) or count (a legitimate one); a
     contradicting label that ranks higher than the one learned is returned as kind
-    "override" for the trainer to learn the correction (`Trainer._override`).
+    "override" for the trainer to learn the correction (`Trainer._relearn`).
     A higher-ranked label for a transaction whose label still waits for its score replaces it.
     """
 
@@ -203,7 +203,7 @@ class Joiner:
         # offset). Entries of scores that left the buffer otherwise are skipped when popped.
         self._due: list[tuple[int, int, str, int, int]] = []
         # With maturation on, a restart re-reads every remembered transaction, both halves, so
-        # that none is matured twice and late labels still find theirs (Trainer._offsets).
+        # that none is matured twice and late labels still find theirs (TrainingState.offsets).
         self.score_pins = SlidingMin()
         self.label_pins = SlidingMin()
 

@@ -30,7 +30,7 @@ from trainer.maturation import wall_clock_us
 # Trust ranks; 0 is "not admitted". Comparisons between ranks decide overrides.
 LOW, TRUSTED, AUTHORITATIVE = 1, 2, 3
 RANKS: dict[TrustLevel, int] = {"low": LOW, "trusted": TRUSTED, "authoritative": AUTHORITATIVE}
-# Labels at or above this rank judge candidate models (trainer/lifecycle.py Guardrails).
+# Labels at or above this rank judge candidate models (trainer/guardrails.py).
 JUDGING_RANK = TRUSTED
 
 Refusal = Literal["untrusted_source", "missing_source", "rate_limited"]
