@@ -18,8 +18,9 @@ A feature is (frauds + s * p) / (labels + s): the smoothed fraud share, with p t
 share (labels decayed over 30 days, plus the prior worth 1,000 labels that never decay) and s
 the smoothing strength in labels; p for a value without labels. The share itself, not its
 log: the log spreads the many near-zero shares of honest merchants as far apart as a
-compromised merchant is from them, and the model learns from fewer labels on the share. Bounded: past
-`max_keys` values per table the least recently labelled is forgotten (counted in `evicted`).
+compromised merchant is from them, and the model learns from fewer labels on the share.
+Bounded: past `max_keys` values per table the least recently labelled is forgotten (counted
+in `evicted`).
 """
 
 from __future__ import annotations
