@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from core.byte_hash import hash_strings
 from core.errors import FraudstreamError
-from scorer.byte_hash import hash_strings
 
 DAY_S = 86400.0
 FORMAT = "fraudstream-label-state/1"
@@ -142,7 +142,7 @@ class LabelTable:
 
     def columns(self, hashes: np.ndarray, ts: np.ndarray, prior: float, out: np.ndarray) -> None:
         """Write each record's features (one column per window) into `out` (n x W), for values
-        given by their `scorer.byte_hash` hash (0: none) at event times `ts`."""
+        given by their `core.byte_hash` hash (0: none) at event times `ts`."""
         log_prior = math.log(prior)
         if not self.stats:
             out[:] = log_prior

@@ -9,10 +9,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.models import Score
-from scorer.encode import ScoreEncoder
-from scorer.features import DENSE_FEATURES, FeatureBatch
-from scorer.model import CompiledModel
+from core.contracts import Score
+from core.features import DENSE_FEATURES, FeatureBatch
+from core.model_compiled import CompiledModel
+from core.score_encode import ScoreEncoder
 
 K = len(DENSE_FEATURES)
 HOSTILE = ['a"b', "back\\slash", '","', '\\","\\', "é€😀", "line\nbreak", "\x00\x1f", "", "]}"]

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import DecodeError, decode_label, decode_transaction
-from schemas.fast import decode_label_fast, decode_transaction_fast
+from core.codec import DecodeError, decode_label, decode_transaction
+from core.codec_msgspec import decode_label_fast, decode_transaction_fast
 from tests.test_properties import _encode, json_scalars, json_values, near_valid, timestamps
 
 

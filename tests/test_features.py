@@ -3,16 +3,11 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+from core.contracts import Transaction
+from core.features import DENSE_FEATURES, FIRST_SEEN_GAP_S, FeatureBuilder
 from core.label_state import FEATURES as LABEL_FEATURES
 from core.label_state import LabelState
-from schemas import Transaction
-from scorer.features import (
-    DENSE_FEATURES,
-    FIRST_SEEN_GAP_S,
-    MAX_CATEGORY_VALUES,
-    ONE_HOT,
-    FeatureBuilder,
-)
+from core.vocabulary import MAX_CATEGORY_VALUES, ONE_HOT
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)  # a Sunday, 03:00 UTC
 
@@ -240,8 +235,8 @@ def test_one_hot_ids_name_the_same_keys_and_values_past_the_limit_are_not_kept()
 
 
 def test_ids_of_hashes_equal_key_ids_across_batches_and_past_the_limit() -> None:
-    from scorer.byte_hash import hash_strings
-    from scorer.features import Vocabulary
+    from core.byte_hash import hash_strings
+    from core.vocabulary import Vocabulary
 
     batches = [
         [None, "a", "b", "a", None],

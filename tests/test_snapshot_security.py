@@ -20,6 +20,16 @@ import pytest
 from confluent_kafka import Producer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from core.model import build_pipeline
+from core.snapshot import (
+    FORMAT,
+    Snapshot,
+    SnapshotError,
+    challenger_snapshot,
+    decode_snapshot,
+    encode_snapshot,
+    make_snapshot,
+)
 from fraudstream.cli import main
 from infra.config import ConfigError, load_settings
 from infra.metrics import Metrics
@@ -36,16 +46,6 @@ from infra.signing import (
     verify_key,
 )
 from producer.run import ProduceOptions, run_producer
-from schemas.snapshot import (
-    FORMAT,
-    Snapshot,
-    SnapshotError,
-    challenger_snapshot,
-    decode_snapshot,
-    encode_snapshot,
-    make_snapshot,
-)
-from scorer.model import build_pipeline
 from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
 from tests.test_mlflow_lifecycle import log_count, metric, metrics_port, wait_for

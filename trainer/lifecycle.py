@@ -31,18 +31,19 @@ from typing import Any
 from confluent_kafka import KafkaError
 from river import metrics as river_metrics
 
-from infra.config import ModelSettings, Settings
-from infra.metrics import Metrics
-from infra.model_updates import check_snapshot, snapshot_consumer
-from infra.signing import verify_key
-from schemas.snapshot import (
+from core.model import build_pipeline, predict_one, upgrade_pipeline
+from core.model_settings import ModelSettings
+from core.snapshot import (
     ChallengerSnapshot,
     Snapshot,
     SnapshotError,
     challenger_snapshot,
     decode_snapshot,
 )
-from scorer.model import build_pipeline, predict_one, upgrade_pipeline
+from infra.config import Settings
+from infra.metrics import Metrics
+from infra.model_updates import check_snapshot, snapshot_consumer
+from infra.signing import verify_key
 from trainer.quality import RollingQuality
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,18 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from core.codec import DecodeError
+from core.codec_msgspec import decode_label_fast, decode_score_fields, features_error
+from core.learner_compiled import FusedModel
+from core.model import build_pipeline, upgrade_pipeline
+from core.snapshot import (
+    Offsets,
+    Snapshot,
+    empty_label_state,
+    encode_snapshot,
+    label_state_of,
+    make_snapshot,
+)
 from infra.config import Settings
 from infra.delivery import Delivery
 from infra.dlq import dead_letter
@@ -35,12 +47,6 @@ from infra.metrics import Metrics
 from infra.model_updates import read_latest_snapshot
 from infra.signing import require_signing_key
 from infra.topics import SNAPSHOT_MAX_BYTES
-from schemas import DecodeError
-from schemas.fast import decode_label_fast
-from schemas.snapshot import Offsets, Snapshot, encode_snapshot, make_snapshot
-from scorer.label_state import empty_label_state, label_state_of
-from scorer.model import build_pipeline, upgrade_pipeline
-from trainer.fast_learner import FusedModel
 from trainer.join import Joined, Joiner
 from trainer.label_trust import JUDGING_RANK, LabelGate
 from trainer.lifecycle import Arena, Guardrails, RollbackWatcher, TrainerLifecycle
@@ -52,7 +58,6 @@ from trainer.maturation import (
     wall_clock_us,
 )
 from trainer.quality import RollingQuality
-from trainer.score_decode import decode_score_fields, features_error
 from trainer.tracking import MlflowLogger
 
 log = logging.getLogger(__name__)
@@ -147,7 +152,7 @@ class Trainer(TrainerLifecycle):
         )
         # Dead letters that can never be delivered are dropped and counted; others retried.
         self.delivery = Delivery(self.producer, metrics)
-        # Feature names learned so far (bounded: trainer.score_decode.MAX_MODEL_FEATURES).
+        # Feature names learned so far (bounded: core.codec_msgspec.MAX_MODEL_FEATURES).
         self.feature_names: set[str] = set()
         self.consumer: Consumer = make_consumer(
             settings,
