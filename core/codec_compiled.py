@@ -25,7 +25,7 @@ in a rarer form or invalid, gets `ok[i]` False, and the caller decodes it the ex
   upper-case T and Z, fields range-checked, years 1970..2199 (so total microseconds stay below
   2**53 and float(us) / 1e6 is CPython's correctly rounded us / 10**6).
 
-`tests/test_wire_columns.py` checks this differentially against msgspec on generated valid,
+`tests/test_codec_compiled_mirror.py` checks this differentially against msgspec on generated valid,
 near-valid and hostile records.
 """
 

@@ -4,7 +4,7 @@
 views, VectorDicts, per-step routing): most of the trainer's time. `FastLearner` does the same
 arithmetic in the same order, label by label (no mini-batches), on arrays, in one Numba call
 (~4 us); its probabilities and parameters come out bit for bit River's (the tests,
-`tests/test_fast_learner.py`, allow 1e-9):
+`tests/test_learner_compiled_mirror.py`, allow 1e-9):
 
 - predict: logit = sum, over the keys of x that have a weight and in x's order (as River's
   VectorDict.dot), of weight * scaled value; + intercept; River's sigmoid (0 / 1 past 30).

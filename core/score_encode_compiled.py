@@ -8,8 +8,8 @@ as fixed-point decimals, picks the top reasons, and ends each record with a newl
 `split` yields the records.
 
 Features are rounded to 6 decimals before scoring (`round_features`), so the text is exactly
-what the model saw. `tests/test_score_writer.py` checks every record parses to what the
-reference encoder (`ScoreEncoder.encode`) writes, hostile strings included.
+what the model saw. `tests/test_score_encode_compiled_mirror.py` checks every record parses to
+what the reference encoder (`ScoreEncoder.encode`) writes, hostile strings included.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from infra.signing import parse_private_key, sign, verify
 from tests.conftest import TEST_SIGNING_KEY, SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process
 from tests.test_mlflow_lifecycle import Snapshots, publish_pairs, synthetic_pairs, wait_for
-from tests.test_model import _transactions
+from tests.test_model_compiled_mirror import _transactions
 from trainer.lifecycle import Arena
 from trainer.quality import RollingQuality
 from trainer.run import Trainer

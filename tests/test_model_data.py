@@ -18,7 +18,7 @@ from core.model import build_pipeline, predict_one
 from core.model_compiled import CompiledModel
 from core.model_data import ModelDataError, model_data, pipeline_from_data, pipeline_to_data
 from core.model_settings import ModelSettings
-from tests.test_model import _transactions
+from tests.test_model_compiled_mirror import _transactions
 
 TOL = 1e-9
 

@@ -12,14 +12,12 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 from river import compose, linear_model, optim, preprocessing
 
 from core import learner_compiled
-from core.codec_msgspec import decode_score_fields
 from core.contracts import Transaction
-from core.features import DENSE_FEATURES, FeatureBuilder
+from core.features import FeatureBuilder
 from core.learner_compiled import FastLearner, FusedModel, supported
 from core.model import VAR_FLOOR, build_pipeline, predict_one, upgrade_pipeline
 from core.model_settings import ModelSettings
@@ -288,25 +286,3 @@ def test_records_river_alone_takes_and_other_pipelines_learn_through_river() -> 
         assert _fused(twin, stream[:300]) == _river(clone, stream[:300])
     with pytest.raises(TypeError):
         FastLearner(legacy)
-
-
-def test_the_score_decoder_takes_numbers_only() -> None:
-    x = {k: round(random.Random(i).uniform(-1e4, 1e4), 6) for i, k in enumerate(DENSE_FEATURES)}
-    x["merchant_category=fuel"] = 1.0
-    record = {"transaction_id": "t", "score": 0.25, "event_time": "2026-11-22T12:00:00Z"}
-    fields = decode_score_fields(orjson.dumps({**record, "features": x, "reasons": []}))
-    assert fields is not None
-    assert fields.features == x and list(fields.features) == list(x)
-    assert fields.score == 0.25 and fields.event_time == "2026-11-22T12:00:00Z"
-    ints = decode_score_fields(b'{"features":{"a":1}}')
-    assert ints is not None and ints.features == {"a": 1.0}
-    for bad in (
-        b'{"features":{"a":null}}',
-        b'{"features":{"a":"1.5"}}',
-        b'{"features":{"a":true}}',
-        b'{"features":[1.0]}',
-        b'{"score":0.5}',
-        b"not json",
-        b"",
-    ):
-        assert decode_score_fields(bad) is None, bad
