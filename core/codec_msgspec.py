@@ -60,7 +60,7 @@ def _try_fast(decoder: msgspec.json.Decoder[T], raw: bytes | None) -> T | None:
 
 
 def decode_transaction_fast(raw: bytes | None) -> FastTransaction:
-    """A validated transaction; raises `schemas.DecodeError` exactly as the codec does."""
+    """A validated transaction; raises `core.codec.DecodeError` exactly as the codec does."""
     fast = _try_fast(_decoder, raw)
     if fast is not None:
         return fast
@@ -91,7 +91,7 @@ _label_decoder = msgspec.json.Decoder(FastLabel)
 
 
 def decode_label_fast(raw: bytes | None) -> FastLabel:
-    """A validated label; raises `schemas.DecodeError` exactly as the codec does."""
+    """A validated label; raises `core.codec.DecodeError` exactly as the codec does."""
     fast = _try_fast(_label_decoder, raw)
     if fast is not None:
         return fast
