@@ -9,7 +9,8 @@ too); `signer` names the public key (the first 16 hex digits of its SHA-256). Re
 with the public key only (`verify`); an unsigned snapshot is refused like a tampered one.
 
 `challengers` carries the trainer's challengers, each with its own model data; `label_state`
-is the trainer's label-fed state (opaque here). Both are signed with everything else.
+is the trainer's label-fed state (`core.label_state`'s data; `label_state_of` loads it as the
+scorers and the MLflow model serve it). Both are signed with everything else.
 
 Snapshots of the pickle era (`river-pickle/1`) are refused with one line and never unpickled.
 """
