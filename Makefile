@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Compiled kernels (Numba, cached next to their sources): compiled again when a source changes.
 KERNELS := $(VENV)/.kernels
-KERNEL_SOURCES := $(shell grep -rl --include=*.py "numba.njit" schemas scorer trainer)
+KERNEL_SOURCES := $(shell grep -rl --include=*.py "numba.njit" core)
 ARGS   ?=
 
 .PHONY: up test lint format install clean

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from core.byte_hash import hash_strings
 from core.errors import FraudstreamError
-from scorer.byte_hash import hash_strings
 
 DAY_S = 86400.0
 FORMAT = "fraudstream-label-state/1"
@@ -148,7 +148,7 @@ class LabelTable:
 
     def columns(self, hashes: np.ndarray, clock: float, prior: float, out: np.ndarray) -> None:
         """Write each record's features (one column per window) into `out` (n x W), for values
-        given by their `scorer.byte_hash` hash (0: none), on the label clock `clock`."""
+        given by their `core.byte_hash` hash (0: none), on the label clock `clock`."""
         if not self.stats:
             out[:] = prior
             return

@@ -1,6 +1,6 @@
 """The learners `fraudstream evaluate` compares, and the drift monitor each one carries.
 
-- `online`: the production model: `scorer.model.build_pipeline` (dense features standardised,
+- `online`: the production model: `core.model.build_pipeline` (dense features standardised,
   one-hot keys as they are | LogisticRegression), learning every label as the trainer does
   (fraud labels weighted by `fraud_weight`), optionally reacting to a detected drift; it can
   explain a score with the live scorer's reasons (`explain`).
@@ -22,9 +22,10 @@ from typing import Any
 
 from river import compose, drift, forest, optim
 
-from infra.config import ModelSettings
-from scorer.features import FeatureBatch
-from scorer.model import CompiledModel, build_pipeline, predict_one
+from core.features import FeatureBatch
+from core.model import build_pipeline, predict_one
+from core.model_compiled import CompiledModel
+from core.model_settings import ModelSettings
 
 LEARNERS: tuple[str, ...] = ("online", "static", "forest")
 DRIFT_REACTIONS: tuple[str, ...] = ("none", "boost", "reset")

@@ -38,17 +38,18 @@ from typing import Any
 import numpy as np
 import orjson
 
+from core.codec import DecodeError, decode_transaction
+from core.contracts import Transaction
 from core.errors import FraudstreamError
+from core.features import FeatureBatch, FeatureBuilder
+from core.model_compiled import CompiledModel
+from core.model_settings import ModelSettings
 from evaluation.learners import (
     DriftMonitor,
     Forest,
     OnlineLogistic,
     StaticLogistic,
 )
-from infra.config import ModelSettings
-from schemas import DecodeError, Transaction, decode_transaction
-from scorer.features import FeatureBatch, FeatureBuilder
-from scorer.model import CompiledModel
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from core.model_settings import ModelSettings
 from evaluation.learners import LEARNERS
 from evaluation.replay import (
     DAY_S,
@@ -22,7 +23,6 @@ from evaluation.replay import (
     run_learners,
 )
 from evaluation.report import ReportOptions, build_report, render_markdown, write_plot
-from infra.config import ModelSettings
 
 log = logging.getLogger(__name__)
 

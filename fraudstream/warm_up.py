@@ -24,12 +24,12 @@ import orjson
 # Every module with a `@numba.njit(cache=True)` kernel (tests/test_warm_up.py checks the list
 # against the sources).
 KERNEL_MODULES = (
-    "schemas.wire_columns",
-    "scorer.byte_hash",
-    "scorer.card_table",
-    "scorer.card_kernel",
-    "scorer.score_writer",
-    "trainer.fast_learner",
+    "core.codec_compiled",
+    "core.byte_hash",
+    "core.card_table",
+    "core.features_compiled",
+    "core.score_encode_compiled",
+    "core.learner_compiled",
 )
 
 
@@ -75,11 +75,13 @@ def _generated_messages(n: int) -> list[Any]:
 
 def _score_a_batch() -> None:
     """The scorer's path over one batch: decode, per-card features, model, Score records."""
-    from schemas.wire_columns import CARD, TX_ID
+    from core.codec_compiled import CARD, TX_ID
+    from core.features import FeatureBuilder
+    from core.model import build_pipeline
+    from core.model_compiled import CompiledModel
+    from core.score_encode_compiled import ScoreWriter, round_features
+    from core.vocabulary import Vocabulary
     from scorer.decoded import DecodedRecords, build_features
-    from scorer.features import FeatureBuilder, Vocabulary
-    from scorer.model import CompiledModel, build_pipeline
-    from scorer.score_writer import ScoreWriter, round_features
 
     records = DecodedRecords(_generated_messages(64))
     builder = FeatureBuilder(1000, Vocabulary("merchant_category"), Vocabulary("channel"))
@@ -102,7 +104,7 @@ def _fill_a_card_table() -> None:
     table outgrows its first size or `scorer.max_cards`)."""
     import numpy as np
 
-    from scorer.card_table import CardSlots
+    from core.card_table import CardSlots
 
     slots = CardSlots(max_cards=4, _index_size=2)
     slots.assign(np.arange(1, 33, dtype=np.uint64))
@@ -113,12 +115,14 @@ def _fill_a_card_table() -> None:
 
 def warm_up() -> tuple[list[Kernel], float]:
     """Compile (or load) every kernel; returns each kernel's figures and the seconds taken."""
-    from schemas.wire_columns import warm_up as warm_up_parser
-    from scorer.card_kernel import warm_up as warm_up_card_kernel
-    from scorer.model import build_pipeline
-    from scorer.score_writer import ScoreWriter
-    from trainer.fast_learner import FastLearner
+    from core.codec_compiled import configure_numba
+    from core.codec_compiled import warm_up as warm_up_parser
+    from core.features_compiled import warm_up as warm_up_card_kernel
+    from core.learner_compiled import FastLearner
+    from core.model import build_pipeline
+    from core.score_encode_compiled import ScoreWriter
 
+    configure_numba()
     start = time.perf_counter()
     warm_up_parser()
     warm_up_card_kernel()

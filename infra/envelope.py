@@ -1,7 +1,7 @@
 """Limits on a record's envelope (key and headers), checked before any work on its value.
 
 A record over a limit is a dead letter with the reason below (the value's own limit is
-`schemas.codec.MAX_RECORD_BYTES`). The limits are far above what any producer here writes (a
+`core.codec.MAX_RECORD_BYTES`). The limits are far above what any producer here writes (a
 key is a card or transaction id; no producer sets headers) and far below what would make a
 dead letter too large to produce.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from schemas import DecodeError
+from core.codec import DecodeError
 
 MAX_KEY_BYTES = 1024
 MAX_HEADERS = 32

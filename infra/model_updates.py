@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from core.snapshot import Snapshot, SnapshotError, decode_snapshot
 from infra.config import Settings
 from infra.kafka import ErrorLogger, common_config
 from infra.signing import verify_key
-from schemas.snapshot import Snapshot, SnapshotError, decode_snapshot
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

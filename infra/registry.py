@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from core.errors import FraudstreamError
+from core.snapshot import Snapshot, SnapshotError, decode_snapshot
 from infra.config import Settings
-from schemas.snapshot import Snapshot, SnapshotError, decode_snapshot
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -260,11 +260,11 @@ def rollback(settings: Settings, version: int) -> Snapshot:
     the model back). The registry version is verified with the public key first."""
     from confluent_kafka import Producer
 
+    from core.snapshot import encode_snapshot, make_snapshot
     from infra.kafka import producer_config
     from infra.model_updates import check_snapshot, read_latest_snapshot
     from infra.signing import require_signing_key, verify_key
     from infra.topics import SNAPSHOT_MAX_BYTES
-    from schemas.snapshot import encode_snapshot, make_snapshot
 
     key = require_signing_key(settings, "`fraudstream model rollback` republishes a version and")
     public = verify_key(settings)

@@ -28,10 +28,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from core.codec import DecodeError, decode_label, dumps, encode
+from core.contracts import Label
 from core.errors import FraudstreamError
 from infra.config import Settings
 from infra.kafka import check_reachable, make_producer
-from schemas import DecodeError, Label, decode_label, dumps, encode
 
 log = logging.getLogger(__name__)
 

@@ -1,27 +1,6 @@
-"""Wire contracts and the codec that turns bytes into validated models."""
+"""The wire contracts as JSON Schema, for programs that are not this one.
 
-from schemas.codec import (
-    DecodeError,
-    decode,
-    decode_label,
-    decode_score,
-    decode_transaction,
-    dumps,
-    encode,
-    loads,
-)
-from schemas.models import Label, Score, Transaction
-
-__all__ = [
-    "DecodeError",
-    "Label",
-    "Score",
-    "Transaction",
-    "decode",
-    "decode_label",
-    "decode_score",
-    "decode_transaction",
-    "dumps",
-    "encode",
-    "loads",
-]
+One file per topic's record, generated from the pydantic models in `core.contracts` and
+`core.snapshot` (which remain the definition) by `python -m schemas.json_schema`;
+`tests/test_json_schemas.py` checks that the checked-in files are what the models generate.
+"""

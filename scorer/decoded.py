@@ -1,9 +1,9 @@
 """A partition's run of consumed records, decoded to columns.
 
-The compiled parser (`schemas.wire_columns`) reads the records of the common form straight
+The compiled parser (`core.codec_compiled`) reads the records of the common form straight
 from their bytes into arrays: no Python object per record or field. A record it does not
 take (escapes, non-ASCII, an unknown key, a rarer number or time form, or an invalid record)
-goes the per-record way (`schemas.fast.decode_transaction_fast`): accepted, its columns are
+goes the per-record way (`core.codec_msgspec.decode_transaction_fast`): accepted, its columns are
 filled from the decoded object; rejected, it becomes a dead letter with the codec's reason.
 Either way a record gets the same columns, hashes and text, so features and Scores do not
 depend on which path read it (`tests/test_decoded.py`).
@@ -16,11 +16,9 @@ from typing import cast
 import numpy as np
 from confluent_kafka import Message
 
-from infra.envelope import envelope_errors
-from schemas import DecodeError
-from schemas.codec import MAX_RECORD_BYTES
-from schemas.fast import FastTransaction, decode_transaction_fast
-from schemas.wire_columns import (
+from core.byte_hash import SEED, hash_column, hash_strings
+from core.codec import MAX_RECORD_BYTES, DecodeError
+from core.codec_compiled import (
     CARD,
     CATEGORY,
     CHANNEL,
@@ -29,9 +27,10 @@ from schemas.wire_columns import (
     TX_ID,
     parse_transactions,
 )
-from scorer.byte_hash import SEED, hash_column, hash_strings
-from scorer.features import FeatureBatch, FeatureBuilder
-from scorer.score_writer import StringArena, event_time_text
+from core.codec_msgspec import FastTransaction, decode_transaction_fast
+from core.features import FeatureBatch, FeatureBuilder
+from core.score_encode_compiled import StringArena, event_time_text
+from infra.envelope import envelope_errors
 
 _SEED = np.uint64(SEED)  # (a plain int would compile a second variant)
 _VALUE = Message.value
@@ -135,7 +134,7 @@ class DecodedRecords:
         return len(self.msgs)
 
     def string(self, i: int, field: int) -> str | None:
-        """Record i's value of a string field (`schemas.wire_columns` index)."""
+        """Record i's value of a string field (`core.codec_compiled` index)."""
         tx = self.fallback.get(i)
         if tx is not None:
             return getattr(tx, _ATTRS[field])

@@ -19,7 +19,19 @@ from operator import attrgetter, length_hint
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from core.codec import DecodeError
+from core.codec_compiled import CARD, CATEGORY, COUNTRY, MERCHANT, TX_ID, configure_numba
+from core.codec_compiled import warm_up as warm_up_parser
+from core.features import FeatureBatch, FeatureBuilder
+from core.features_compiled import warm_up
 from core.label_state import LabelState
+from core.model import build_pipeline
+from core.model_compiled import CompiledModel
+from core.score_encode import ScoreEncoder
+from core.score_encode_compiled import ScoreWriter, round_features
+from core.shadow import ShadowModels
+from core.snapshot import Snapshot, empty_label_state, label_state_of
+from core.vocabulary import Vocabulary
 from infra.config import Settings
 from infra.delivery import Delivery, is_permanent
 from infra.dlq import dead_letter
@@ -27,19 +39,8 @@ from infra.gc_tuning import quiet_gc
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from infra.model_updates import ModelWatcher
-from schemas import DecodeError
-from schemas.snapshot import Snapshot
-from schemas.wire_columns import CARD, CATEGORY, COUNTRY, MERCHANT, TX_ID
-from schemas.wire_columns import warm_up as warm_up_parser
-from scorer.card_kernel import warm_up
 from scorer.decoded import DecodedRecords, build_features
-from scorer.encode import ScoreEncoder
-from scorer.features import FeatureBatch, FeatureBuilder, Vocabulary
-from scorer.label_state import empty_label_state, label_state_of
-from scorer.model import CompiledModel, build_pipeline
 from scorer.offsets import Batch, OffsetTracker
-from scorer.score_writer import ScoreWriter, round_features
-from scorer.shadow import ShadowModels
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class ServingModel:
     loaded_at: float = field(default_factory=time.time)
     # When the model was trained (snapshot time); the untrained start model counts from start.
     trained_at: float = field(default_factory=time.time)
-    # Challengers shadow-scoring every batch (`scorer.shadow`), if the snapshot carries any.
+    # Challengers shadow-scoring every batch (`core.shadow`), if the snapshot carries any.
     shadow: ShadowModels | None = None
     # The label-fed state learned with the weights (the label-fed features read it).
     labels: LabelState = field(default_factory=LabelState)
@@ -151,6 +152,7 @@ class Scorer:
 
     def run(self, model_wait_s: float = 10.0) -> None:
         self.metrics.state.state("compiling")  # loads the cached kernels (`fraudstream warm-up`)
+        configure_numba()
         warm_up()
         warm_up_parser()
         self.writer.warm_up()

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from core.codec import DecodeError, decode_transaction
 from fraudstream.api.app import _parse_labels
 from fraudstream.api.auth import hash_secret
 from fraudstream.api.errors import ApiError, invalid_body
 from fraudstream.api.ratelimit import RateLimiter
 from infra.config import ConfigError, load_settings
-from schemas.codec import DecodeError, decode_transaction
 
 
 class Clock:

@@ -1,5 +1,5 @@
-"""CardSlots (scorer/card_table.py) against a dict model of CardStore, and the byte hash
-(scorer/byte_hash.py) against a pure-Python reference."""
+"""CardSlots (core/card_table.py) against a dict model of CardStore, and the byte hash
+(core/byte_hash.py) against a pure-Python reference."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scorer.byte_hash import SEED, hash_column, hash_span, hash_strings
-from scorer.card_table import CardSlots, _home
+from core.byte_hash import SEED, hash_column, hash_span, hash_strings
+from core.card_table import CardSlots, _home
 
 _M64 = (1 << 64) - 1
 
 
 class DictModel:
-    """CardStore's logic (scorer/features.py before the move to Numba), keyed by hash."""
+    """CardStore's logic (core/features.py before the move to Numba), keyed by hash."""
 
     def __init__(self, max_cards: int) -> None:
         self.max_cards = max_cards

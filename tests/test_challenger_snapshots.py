@@ -14,11 +14,11 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from infra.config import Settings, load_settings
-from infra.metrics import Metrics
-from infra.signing import parse_private_key, sign, verify
-from schemas import decode_score
-from schemas.snapshot import (
+from core.codec import decode_score
+from core.features import FeatureBuilder
+from core.model import build_pipeline, predict_one
+from core.shadow import ShadowModels
+from core.snapshot import (
     Snapshot,
     SnapshotError,
     challenger_snapshot,
@@ -26,13 +26,13 @@ from schemas.snapshot import (
     encode_snapshot,
     make_snapshot,
 )
-from scorer.features import FeatureBuilder
-from scorer.model import build_pipeline, predict_one
-from scorer.shadow import ShadowModels
+from infra.config import Settings, load_settings
+from infra.metrics import Metrics
+from infra.signing import parse_private_key, sign, verify
 from tests.conftest import TEST_SIGNING_KEY, SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process
 from tests.test_mlflow_lifecycle import Snapshots, publish_pairs, synthetic_pairs, wait_for
-from tests.test_model import _transactions
+from tests.test_model_compiled_mirror import _transactions
 from trainer.arena import Arena, arena_of
 from trainer.quality import RollingQuality
 from trainer.run import Trainer

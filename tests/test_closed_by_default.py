@@ -14,12 +14,12 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from core.model import build_pipeline
+from core.snapshot import make_snapshot
 from fraudstream.cli import _serve_metrics
 from infra.config import REDACTED, load_settings
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
-from schemas.snapshot import make_snapshot
-from scorer.model import build_pipeline
 from tests.conftest import settings_env
 from trainer.tracking import config_params, lineage
 

@@ -24,10 +24,10 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
+from core.snapshot import Snapshot, decode_snapshot
 from infra.config import Settings
 from infra.metrics import Metrics
 from producer.run import ProduceOptions, ProduceReport, run_producer
-from schemas.snapshot import Snapshot, decode_snapshot
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
 

@@ -10,14 +10,13 @@ import orjson
 import pytest
 from confluent_kafka import Message
 
+from core.codec import MAX_RECORD_BYTES, DecodeError
+from core.codec_compiled import CARD, CATEGORY, CHANNEL, COUNTRY, MERCHANT, TX_ID
+from core.codec_msgspec import decode_transaction_fast
+from core.features import FeatureBuilder
+from core.score_encode_compiled import ScoreWriter
 from fraudstream.benchmark.common import records as generated
-from schemas import DecodeError
-from schemas.codec import MAX_RECORD_BYTES
-from schemas.fast import decode_transaction_fast
-from schemas.wire_columns import CARD, CATEGORY, CHANNEL, COUNTRY, MERCHANT, TX_ID
 from scorer.decoded import DecodedRecords, build_features
-from scorer.features import FeatureBuilder
-from scorer.score_writer import ScoreWriter
 
 
 def _variants() -> list[bytes | None]:

@@ -52,9 +52,9 @@ def test_every_project_exception_is_a_fraudstream_error() -> None:
 
 
 def test_exceptions_keep_their_usual_kind() -> None:
+    from core.snapshot import SnapshotError
     from infra.config import ConfigError
     from infra.kafka import BrokerUnreachable
-    from schemas.snapshot import SnapshotError
 
     assert issubclass(SnapshotError, ValueError) and issubclass(ConfigError, ValueError)
     assert issubclass(BrokerUnreachable, RuntimeError)

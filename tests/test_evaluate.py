@@ -11,6 +11,9 @@ import numpy as np
 import orjson
 import pytest
 
+from core.features import FeatureBatch
+from core.model_compiled import CompiledModel
+from core.model_settings import ModelSettings
 from evaluation.learners import DriftMonitor, OnlineLogistic, StaticLogistic
 from evaluation.metrics import (
     alert_stats,
@@ -34,9 +37,6 @@ from evaluation.replay import (
 from evaluation.report import ReportOptions, calibrated_thresholds
 from evaluation.run import EvaluateOptions, run_evaluation
 from fraudstream.cli import main
-from infra.config import ModelSettings
-from scorer.features import FeatureBatch
-from scorer.model import CompiledModel
 
 HOUR = 3600.0
 

@@ -5,16 +5,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.contracts import Transaction
+from core.features import DENSE_FEATURES, FIRST_SEEN_GAP_S, FeatureBuilder
 from core.label_state import FEATURES as LABEL_FEATURES
 from core.label_state import LabelState
-from schemas import Transaction
-from scorer.features import (
-    DENSE_FEATURES,
-    FIRST_SEEN_GAP_S,
-    MAX_CATEGORY_VALUES,
-    ONE_HOT,
-    FeatureBuilder,
-)
+from core.vocabulary import MAX_CATEGORY_VALUES, ONE_HOT
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)  # a Sunday, 03:00 UTC
 
@@ -198,34 +193,6 @@ def test_features_do_not_depend_on_batching_or_later_records() -> None:
     assert (FeatureBuilder().build(txs[:250]).dense == whole[:250]).all()
 
 
-def test_compiled_kernel_matches_the_numpy_rounds() -> None:
-    """The compiled sequential kernel and the numpy path (rounds of distinct cards) agree on a
-    generated stream with card-testing bursts, many records per card in one batch, out-of-order
-    events, missing countries/merchants, and evictions that reuse slots."""
-    import numpy as np
-
-    from fraudstream.benchmark.common import records
-
-    raw = records(6000, seed=11)
-    txs = [Transaction.model_validate(r) for r in raw]
-    rng = np.random.default_rng(5)
-    for i in rng.choice(len(txs), 300, replace=False):
-        update: dict[str, object] = {"country": None} if i % 2 else {"merchant_id": None}
-        if i % 3 == 0:
-            update["timestamp"] = txs[i].timestamp - timedelta(hours=5)
-        txs[i] = txs[i].model_copy(update=update)
-    fast, reference = FeatureBuilder(400), FeatureBuilder(400, jit=False)
-    for start, size in ((0, 1), (1, 999), (1000, 3000), (4000, 2000)):
-        part = txs[start : start + size]
-        a, b = fast.build(part), reference.build(part)
-        assert np.allclose(a.dense, b.dense, rtol=1e-12, atol=1e-12)
-        assert a.sparse == b.sparse
-    assert fast.store.evicted == reference.store.evicted > 0
-    n = fast.store.rows
-    assert np.allclose(fast.store.numeric[:n], reference.store.numeric[:n], rtol=1e-12)
-    assert (fast.store.keys[:n] == reference.store.keys[:n]).all()
-
-
 def test_one_hot_ids_name_the_same_keys_and_values_past_the_limit_are_not_kept() -> None:
     builder = FeatureBuilder()
     n = MAX_CATEGORY_VALUES + 50
@@ -242,31 +209,3 @@ def test_one_hot_ids_name_the_same_keys_and_values_past_the_limit_are_not_kept()
     assert len(builder.categories.ids) == MAX_CATEGORY_VALUES + 1  # + None
     again = builder.build([tx(n + 1, merchant_category=f"cat{n - 1}")])
     assert again.sparse == [("merchant_category=other",)]
-
-
-def test_ids_of_hashes_equal_key_ids_across_batches_and_past_the_limit() -> None:
-    from scorer.byte_hash import hash_strings
-    from scorer.features import Vocabulary
-
-    batches = [
-        [None, "a", "b", "a", None],
-        ["c", "a", "d", "c", "b"],  # "c" and "d" are past the limit of 2: both "other"
-        ["d", None, "b", "e", "a"],
-    ]
-    by_value = Vocabulary("channel", limit=2)
-    by_hash = Vocabulary("channel", limit=2)
-    asked: list[int] = []
-    for values in batches:
-        expected = by_value.key_ids(values)
-
-        def value_of(i: int, values: list[str | None] = values) -> str | None:
-            asked.append(i)
-            return values[i]
-
-        got = by_hash.ids_of_hashes(hash_strings(values), value_of)
-        assert got.tolist() == expected.tolist()
-    # Only the remembered values (and None) are kept by hash: the map stays bounded.
-    assert len(by_hash.by_hash) == 3
-    # Values known by hash before the batch are not asked for; values past the limit are
-    # asked for every time they appear.
-    assert asked == [1, 2, 3, 0, 2, 3, 0, 3]

@@ -10,8 +10,8 @@ from statistics import median
 import orjson
 import pytest
 
+from core.codec import decode_transaction
 from producer.generator import CATEGORIES, FRAUD_PATTERNS, TransactionGenerator
-from schemas import decode_transaction
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 Row = tuple[dict, bool, str | None]

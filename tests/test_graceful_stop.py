@@ -12,10 +12,10 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from core.snapshot import decode_snapshot
 from infra.broker import free_port
 from infra.metrics import Metrics
 from producer.run import ProduceOptions, run_producer
-from schemas.snapshot import decode_snapshot
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, metric_total, read_topic, wait_until
 

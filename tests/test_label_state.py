@@ -10,8 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
+from core.byte_hash import hash_strings
 from core.label_state import DAY_S, FEATURES, LabelState, LabelStateError
-from scorer.byte_hash import hash_strings
 
 T0 = 1_767_225_600.0  # 2026-01-01
 

@@ -16,11 +16,11 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from core.byte_hash import hash_strings
 from core.label_state import FEATURES as LABEL_FEATURES
 from core.label_state import LabelState
+from core.snapshot import Snapshot, decode_snapshot
 from infra.config import Settings
-from schemas.snapshot import Snapshot, decode_snapshot
-from scorer.byte_hash import hash_strings
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
 

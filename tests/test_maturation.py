@@ -16,8 +16,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from core.snapshot import Snapshot
 from infra.config import Settings, load_settings
-from schemas.snapshot import Snapshot
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process
 from tests.test_crash_recovery import TopicTail, _snapshots, _wait_for

@@ -37,14 +37,14 @@ import pandas as pd
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
+from core.model import build_pipeline
+from core.snapshot import Snapshot, decode_snapshot
 from infra.broker import EmbeddedBroker
 from infra.config import Settings, load_settings
 from infra.metrics import Metrics
 from infra.signing import SIGNING_ENV, VERIFY_ENV
 from infra.topics import create_topics
 from producer.run import ProduceOptions, run_producer
-from schemas.snapshot import Snapshot, decode_snapshot
-from scorer.model import build_pipeline
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
 from trainer.arena import arena_of

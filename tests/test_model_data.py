@@ -1,4 +1,4 @@
-"""The model as data (`scorer.model_data`): a pipeline rebuilt from its JSON scores as River's
+"""The model as data (`core.model_data`): a pipeline rebuilt from its JSON scores as River's
 original to 1e-9 (River, the compiled batch scorer, the fused learner) and, learning on the
 same labels, stays with it; data that is not a model is refused with one line."""
 
@@ -12,12 +12,13 @@ import orjson
 import pytest
 from river import linear_model, optim, preprocessing
 
-from infra.config import ModelSettings
-from scorer.features import FeatureBuilder
-from scorer.model import CompiledModel, build_pipeline, predict_one
-from scorer.model_data import ModelDataError, model_data, pipeline_from_data, pipeline_to_data
-from tests.test_model import _transactions
-from trainer.fast_learner import FusedModel
+from core.features import FeatureBuilder
+from core.learner_compiled import FusedModel
+from core.model import build_pipeline, predict_one
+from core.model_compiled import CompiledModel
+from core.model_data import ModelDataError, model_data, pipeline_from_data, pipeline_to_data
+from core.model_settings import ModelSettings
+from tests.test_model_compiled_mirror import _transactions
 
 TOL = 1e-9
 

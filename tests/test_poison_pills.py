@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from core.codec_msgspec import MAX_MODEL_FEATURES, features_error
 from infra.broker import free_port
 from infra.delivery import Delivery, is_permanent
 from infra.dlq import MAX_DLQ_MESSAGE, dead_letter, dead_letter_size
@@ -17,7 +18,6 @@ from infra.metrics import Metrics
 from scorer.offsets import OffsetTracker
 from scorer.run import ScoredRun, Scorer
 from tests.conftest import SettingsFactory
-from trainer.score_decode import MAX_MODEL_FEATURES, features_error
 
 
 def _sample(metrics: Metrics, name: str, **labels: str) -> float:

@@ -10,9 +10,11 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import DecodeError, Transaction, decode_label, decode_transaction
-from scorer.features import DENSE_FEATURES, FeatureBuilder
-from scorer.model import CompiledModel, build_pipeline
+from core.codec import DecodeError, decode_label, decode_transaction
+from core.contracts import Transaction
+from core.features import DENSE_FEATURES, FeatureBuilder
+from core.model import build_pipeline
+from core.model_compiled import CompiledModel
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 json_values = st.recursive(

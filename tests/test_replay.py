@@ -14,10 +14,11 @@ from confluent_kafka import Consumer, KafkaError
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import producer.replay as replay
+from core.codec import encode
+from core.contracts import Label
 from infra.broker import EmbeddedBroker
 from infra.config import Settings, load_settings
 from producer.replay import ReplayError, ReplayReport, count_lines, read_label_rows, replay_labels
-from schemas import Label, encode
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,16 @@ import pytest
 from confluent_kafka import Producer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from core.model import build_pipeline
+from core.snapshot import (
+    FORMAT,
+    Snapshot,
+    SnapshotError,
+    challenger_snapshot,
+    decode_snapshot,
+    encode_snapshot,
+    make_snapshot,
+)
 from fraudstream.cli import main
 from infra.config import ConfigError, load_settings
 from infra.metrics import Metrics
@@ -36,16 +46,6 @@ from infra.signing import (
     verify_key,
 )
 from producer.run import ProduceOptions, run_producer
-from schemas.snapshot import (
-    FORMAT,
-    Snapshot,
-    SnapshotError,
-    challenger_snapshot,
-    decode_snapshot,
-    encode_snapshot,
-    make_snapshot,
-)
-from scorer.model import build_pipeline
 from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
 from tests.test_mlflow_lifecycle import log_count, metric, metrics_port, wait_for
@@ -187,7 +187,7 @@ def test_no_pickle_in_the_model_path() -> None:
     root = Path(__file__).resolve().parents[1]
     sources = [
         p
-        for d in ("schemas", "scorer", "trainer", "infra", "fraudstream")
+        for d in ("core", "schemas", "scorer", "trainer", "infra", "fraudstream")
         for p in (root / d).rglob("*.py")
     ]
     users = [p.name for p in sources if "import pickle" in p.read_text()]

@@ -14,10 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from core.model import build_pipeline, predict_one, upgrade_pipeline
+from core.snapshot import ChallengerSnapshot, Snapshot, SnapshotError, challenger_snapshot
 from infra.config import ChallengerSettings, ModelSettings, Settings
 from infra.metrics import Metrics
-from schemas.snapshot import ChallengerSnapshot, Snapshot, SnapshotError, challenger_snapshot
-from scorer.model import build_pipeline, predict_one, upgrade_pipeline
 from trainer.guardrails import non_finite_parameters
 from trainer.quality import RollingQuality
 from trainer.tracking import MlflowLogger

@@ -15,18 +15,17 @@ from typing import Any
 
 import orjson
 
+from core.codec_msgspec import decode_score_fields, features_error
+from core.learner_compiled import FusedModel
+from core.model import build_pipeline, upgrade_pipeline
+from core.snapshot import Offsets, Snapshot, empty_label_state, label_state_of, make_snapshot
 from infra.config import ModelSettings
-from schemas.snapshot import Offsets, Snapshot, make_snapshot
-from scorer.label_state import empty_label_state, label_state_of
-from scorer.model import build_pipeline, upgrade_pipeline
 from trainer.arena import Arena
-from trainer.fast_learner import FusedModel
 from trainer.guardrails import Guardrails
 from trainer.join import Joined
 from trainer.label_trust import JUDGING_RANK
 from trainer.maturation import MAX_FUTURE_US, WATERMARK_KEY, event_time_us, wall_clock_us
 from trainer.quality import RollingQuality
-from trainer.score_decode import decode_score_fields, features_error
 
 
 class Champion:
@@ -53,7 +52,7 @@ class Champion:
         # What the model knows from labels beyond its weights: shipped with them.
         self.label_state = empty_label_state(model)
         self.quality = RollingQuality(quality_window, threshold)
-        # Feature names learned so far (bounded: trainer.score_decode.MAX_MODEL_FEATURES).
+        # Feature names learned so far (bounded: core.codec_msgspec.MAX_MODEL_FEATURES).
         self.feature_names: set[str] = set()
         # Drained by TrainerGauges: learned since the last report, and label lags (seconds).
         self.learned_unreported = 0

@@ -10,10 +10,10 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
 
+from core.codec import DecodeError
 from infra.delivery import Delivery
 from infra.dlq import dead_letter
 from infra.metrics import Metrics
-from schemas import DecodeError
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from river import metrics as river_metrics
 
+from core.model import predict_one
 from infra.config import GuardrailSettings, Settings
 from infra.metrics import Metrics
-from scorer.model import predict_one
 from trainer.tracking import MlflowLogger
 
 log = logging.getLogger(__name__)

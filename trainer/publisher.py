@@ -10,8 +10,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from core.snapshot import Offsets, Snapshot, encode_snapshot
 from infra.metrics import Metrics
-from schemas.snapshot import Offsets, Snapshot, encode_snapshot
 from trainer.tracking import MlflowLogger
 
 log = logging.getLogger(__name__)

@@ -29,11 +29,11 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema, TensorSpec
 from mlflow.types.schema import AnyType
 
+from core.contracts import Transaction
+from core.features import FeatureBuilder
 from core.label_state import LabelState
-from schemas import Transaction
-from schemas.snapshot import SnapshotError, decode_snapshot
-from scorer.features import FeatureBuilder
-from scorer.model import feature_names, predict_one
+from core.model import feature_names, predict_one
+from core.snapshot import SnapshotError, decode_snapshot
 
 RAW_COLUMNS = {"transaction_id", "card_id", "amount", "merchant_category", "timestamp"}
 RAW_STRINGS = (

@@ -12,11 +12,11 @@ import threading
 
 from confluent_kafka import KafkaError
 
+from core.snapshot import Snapshot, SnapshotError, decode_snapshot
 from infra.config import Settings
 from infra.metrics import Metrics
 from infra.model_updates import check_snapshot, snapshot_consumer
 from infra.signing import verify_key
-from schemas.snapshot import Snapshot, SnapshotError, decode_snapshot
 from trainer.tracking import MlflowLogger
 
 log = logging.getLogger(__name__)

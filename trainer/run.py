@@ -27,6 +27,9 @@ from confluent_kafka import (
 )
 from prometheus_client import Counter
 
+from core.codec import DecodeError
+from core.codec_msgspec import decode_label_fast
+from core.snapshot import Snapshot
 from infra.config import Settings
 from infra.delivery import Delivery
 from infra.envelope import envelope_error
@@ -36,9 +39,6 @@ from infra.metrics import Metrics
 from infra.model_updates import read_latest_snapshot
 from infra.signing import require_signing_key
 from infra.topics import SNAPSHOT_MAX_BYTES
-from schemas import DecodeError
-from schemas.fast import decode_label_fast
-from schemas.snapshot import Snapshot
 from trainer.arena import arena_of
 from trainer.champion import Champion
 from trainer.dead_letters import LabelDeadLetters

@@ -24,8 +24,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from core.snapshot import Offsets
 from infra.config import TrainerSettings
-from schemas.snapshot import Offsets
 from trainer.join import DEFAULT_TRUST, Joined, Joiner
 from trainer.maturation import MAX_FUTURE_US, wall_clock_us
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from core.snapshot import Snapshot, encode_snapshot
 from infra.config import Settings
 from infra.metrics import Metrics
 from infra.registry import (
@@ -36,7 +37,6 @@ from infra.registry import (
     default_artifact_location,
     registry_name,
 )
-from schemas.snapshot import Snapshot, encode_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -505,7 +505,7 @@ class MlflowLogger:
 
 
 def _dense_features() -> tuple[str, ...]:
-    from scorer.features import DENSE_FEATURES
+    from core.features import DENSE_FEATURES
 
     return DENSE_FEATURES
 

@@ -18,6 +18,8 @@ from fastapi.security import OAuth2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from core.codec import DecodeError, decode_label, decode_transaction, encode
+from core.contracts import Label
 from fraudstream.api import examples
 from fraudstream.api.auth import Authenticator, Caller
 from fraudstream.api.docs import mount_docs
@@ -28,8 +30,6 @@ from fraudstream.api.model_info import ModelInfo, registry_lineage
 from fraudstream.api.publisher import Publisher, PublishError
 from fraudstream.api.replies import ScoreReplies
 from infra.config import Settings
-from schemas.codec import DecodeError, decode_label, decode_transaction, encode
-from schemas.models import Label
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.codec import DecodeError
 from core.errors import FraudstreamError
-from schemas.codec import DecodeError
 
 
 class ApiError(FraudstreamError):

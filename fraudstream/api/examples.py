@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.models import Label, Transaction
+from core.contracts import Label, Transaction
 
 TRANSACTION: dict[str, Any] = {
     "transaction_id": "tx-0001",

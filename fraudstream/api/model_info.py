@@ -11,9 +11,9 @@ import logging
 import threading
 from typing import Any
 
+from core.snapshot import Snapshot
 from infra.config import Settings
 from infra.model_updates import ModelWatcher
-from schemas.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

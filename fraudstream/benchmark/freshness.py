@@ -17,6 +17,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from core.contracts import Transaction
+from core.features import FeatureBuilder
+from core.model_compiled import CompiledModel
+from core.snapshot import Snapshot
 from fraudstream.benchmark.common import (
     bench_topics,
     create_topics,
@@ -31,10 +35,6 @@ from fraudstream.benchmark.common import (
 from infra.config import Settings
 from infra.kafka import make_producer
 from infra.model_updates import ModelWatcher
-from schemas import Transaction
-from schemas.snapshot import Snapshot
-from scorer.features import FeatureBuilder
-from scorer.model import CompiledModel
 
 WARMUP = 200
 

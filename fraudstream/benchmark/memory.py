@@ -20,8 +20,8 @@ def probe(cards: int) -> dict[str, float]:
     """Runs in the child: feature state for `cards` distinct cards, in scorer-sized batches."""
     from datetime import UTC, datetime
 
-    from schemas import Transaction
-    from scorer.features import FeatureBuilder
+    from core.contracts import Transaction
+    from core.features import FeatureBuilder
 
     builder = FeatureBuilder(max_cards=cards)
     when = datetime(2026, 11, 22, tzinfo=UTC)

@@ -14,14 +14,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from infra.config import ModelSettings, Settings
+from core.contracts import Transaction
+from core.features import FeatureBuilder
+from core.model import build_pipeline
+from core.model_settings import ModelSettings
+from core.snapshot import encode_snapshot, make_snapshot
+from infra.config import Settings
 from infra.kafka import make_producer
 from infra.signing import require_signing_key
 from producer.generator import TransactionGenerator
-from schemas import Transaction
-from schemas.snapshot import encode_snapshot, make_snapshot
-from scorer.features import FeatureBuilder
-from scorer.model import build_pipeline
 
 TRAIN_RECORDS = 20_000
 

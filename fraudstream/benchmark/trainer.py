@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import orjson
 
+from core.contracts import Transaction
+from core.features import FeatureBuilder
 from fraudstream.benchmark.common import create_topics, records, uid
 from infra.config import Settings, Topics
 from infra.kafka import make_producer
 from infra.metrics import Metrics
-from schemas import Transaction
-from scorer.features import FeatureBuilder
 from trainer.run import Trainer
 
 

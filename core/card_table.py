@@ -1,12 +1,12 @@
 """Card hash -> state slot, least recently seen evicted first, in numpy arrays updated by Numba.
 
-`CardStore` (scorer/features.py) kept this in a Python dict in recency order (pop and reinsert
+`CardStore` (core/features.py) kept this in a Python dict in recency order (pop and reinsert
 per record), ~0.5 us a record in the hot path. `CardSlots` has the same semantics in flat
 arrays walked by compiled kernels:
 
 - The index: open addressing with linear probing in a power-of-two table of (hash, slot)
   pairs, one 16-byte entry per bucket so a hit costs one cache miss; hash 0 marks an empty
-  bucket (`scorer/byte_hash.py` never returns 0). The home bucket is the top bits of
+  bucket (`core/byte_hash.py` never returns 0). The home bucket is the top bits of
   hash * 2^64/phi (Fibonacci hashing), so even poorly mixed keys spread. Load stays <= 1/2
   (the table doubles first). Deletion is backward-shift: entries after the hole that may
   move into it do, so no tombstones accumulate and probe lengths stay short.

@@ -66,7 +66,7 @@ class Score(BaseModel):
     features: dict[str, float]
     # The features that pushed the score up most, largest first (`scorer.reasons` of them).
     reasons: list[Reason] = Field(default_factory=list)
-    # Shadow scores (`scorer.shadow`): each challenger's probability of fraud for the same
+    # Shadow scores (setting `scorer.shadow`): each challenger's probability of fraud for the same
     # features, by candidate name. Absent when shadow scoring is off or there are none.
     challenger_scores: dict[str, float] | None = None
 

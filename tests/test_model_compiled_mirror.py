@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 from river import compose, linear_model, preprocessing
 
-from infra.config import ModelSettings
-from schemas import Transaction
-from scorer.features import DENSE_FEATURES, FeatureBuilder
-from scorer.model import (
+from core.contracts import Transaction
+from core.features import DENSE_FEATURES, FeatureBuilder
+from core.model import (
     Z_CLIP,
-    CompiledModel,
     DenseScaler,
     build_pipeline,
     feature_names,
@@ -24,6 +22,8 @@ from scorer.model import (
     scaler_stats,
     upgrade_pipeline,
 )
+from core.model_compiled import CompiledModel
+from core.model_settings import ModelSettings
 
 
 def _transactions(n: int, seed: int) -> list[Transaction]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from schemas import DecodeError, decode_label, decode_transaction
+from core.codec import DecodeError, decode_label, decode_transaction
 
 GOOD = {
     "transaction_id": "t1",

@@ -1,7 +1,8 @@
 """Score records to JSON bytes, a whole batch at a time, floats in shortest form.
 
-The scorer uses `scorer/score_writer.py` (compiled, fixed-point features); this encoder takes
-the batches that one cannot (a feature non-finite or beyond 9e9) and is its reference in tests.
+The scorer uses `core/score_encode_compiled.py` (compiled, fixed-point features); this encoder
+takes the batches that one cannot (a feature non-finite or beyond 9e9) and is its reference in
+tests.
 
 A dict per record, serialised, would be the scorer's largest cost (20 float objects, a
 22-key dict, an `orjson.dumps` call and three reason dicts per record). Here every column is
@@ -10,9 +11,9 @@ split into tokens, and interleaved with constant pieces in a single list, which 
 turns into the batch's records. Python does O(1) work per batch per column, plus one
 dictionary lookup per record for its one-hot keys.
 
-The output is ordinary JSON with the same fields and values as `schemas.models.Score`;
-`tests/test_encode.py` checks that each record parses back to exactly what the dict-based
-encoder produced (floats bit for bit), including hostile strings.
+The output is ordinary JSON with the same fields and values as `core.contracts.Score`;
+`tests/test_score_encode_mirror.py` checks that each record parses back to exactly what the
+dict-based encoder produced (floats bit for bit), including hostile strings.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import datetime
 import numpy as np
 import orjson
 
-from scorer.features import DENSE_FEATURES
+from core.features import DENSE_FEATURES
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # A record separator that JSON text from orjson never contains (control characters inside

@@ -1,4 +1,5 @@
-"""The batch Score encoder writes exactly what a dict per record + orjson would."""
+"""The batch Score encoder (`core.score_encode`) writes what the pydantic `Score` of each record
+writes: reasons and challenger scores included, hostile strings, floats bit for bit."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.models import Score
-from scorer.encode import ScoreEncoder
-from scorer.features import DENSE_FEATURES, FeatureBatch
-from scorer.model import CompiledModel
+from core.contracts import Reason, Score
+from core.features import DENSE_FEATURES, FeatureBatch
+from core.model_compiled import CompiledModel
+from core.score_encode import ScoreEncoder
 
 K = len(DENSE_FEATURES)
 HOSTILE = ['a"b', "back\\slash", '","', '\\","\\', "é€😀", "line\nbreak", "\x00\x1f", "", "]}"]
@@ -38,26 +39,31 @@ def reference(
         features = dict(zip(DENSE_FEATURES, row, strict=True))
         for key in sparse[i]:
             features[key] = 1.0
-        record: dict[str, object] = {
-            "transaction_id": tids[i],
-            "card_id": cards[i],
-            "merchant_id": merchants[i],
-            "merchant_category": categories[i],
-            "country": countries[i],
-            "score": float(probs[i]),
-            "flagged": bool(probs[i] >= threshold),
-            "threshold": threshold,
-            "model_version": version,
-            "event_time": times[i].isoformat().replace("+00:00", "Z"),
-            "scored_at": now,
-            "features": features,
-            "reasons": [{"feature": f, "contribution": c} for f, c in reasons[i]]
+        score = Score(
+            transaction_id=tids[i],
+            card_id=cards[i],
+            merchant_id=merchants[i],
+            merchant_category=categories[i],
+            country=countries[i],
+            score=float(probs[i]),
+            flagged=bool(probs[i] >= threshold),
+            threshold=threshold,
+            model_version=version,
+            event_time=times[i],
+            scored_at=now,
+            features=features,
+            reasons=[Reason(feature=f, contribution=c) for f, c in reasons[i]]
             if reasons is not None
             else [],
-        }
-        if shadow:
-            record["challenger_scores"] = {name: float(col[i]) for name, col in shadow.items()}
-        out.append(orjson.loads(orjson.dumps(record)))
+            challenger_scores={name: float(col[i]) for name, col in shadow.items()}
+            if shadow
+            else None,
+        )
+        # The contract's own JSON: null entities written, an absent challenger map left out.
+        record = score.model_dump(
+            mode="json", exclude={"challenger_scores"} if not shadow else set()
+        )
+        out.append(record)
     return out
 
 
@@ -111,8 +117,10 @@ def test_matches_dict_encoding_with_hostile_strings_and_reasons() -> None:
         assert len(got) == n
         for raw, expected in zip(got, want, strict=True):
             parsed = orjson.loads(raw)
-            assert parsed == expected
-            Score.model_validate_json(raw)
+            # The same record to the contract, and the same JSON but for how the scoring time
+            # spells UTC (`+00:00` here, `Z` in pydantic's dump).
+            assert Score.model_validate_json(raw) == Score.model_validate(expected)
+            assert parsed == {**expected, "scored_at": now.isoformat()}
     assert any(orjson.loads(r)["flagged"] for r in got) and not all(
         orjson.loads(r)["flagged"] for r in got
     )
@@ -174,4 +182,4 @@ def test_any_strings_and_floats_round_trip(rows: list[tuple[str, str, list[float
     sparse: list[tuple[str, ...]] = [()] * len(rows)
     got = ScoreEncoder(reasons=0).encode(tids, cards, times, probs, 0.5, 2, now, dense, sparse)
     want = reference(tids, cards, times, probs, 0.5, 2, now, dense, sparse, None)
-    assert [orjson.loads(r) for r in got] == want
+    assert [orjson.loads(r) for r in got] == [{**w, "scored_at": now.isoformat()} for w in want]

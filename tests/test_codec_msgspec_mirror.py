@@ -1,14 +1,20 @@
-"""The msgspec fast path decides exactly like the pydantic contract."""
+"""The msgspec decoders (`core.codec_msgspec`) decide exactly like the pydantic contracts
+(`core.codec`): transactions, labels, and the fields of Scores the trainer learns from."""
 
 from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import DecodeError, decode_label, decode_transaction
-from schemas.fast import decode_label_fast, decode_transaction_fast
+from core.codec import DecodeError, decode_label, decode_score, decode_transaction, encode
+from core.codec_msgspec import decode_label_fast, decode_score_fields, decode_transaction_fast
+from core.contracts import Reason, Score
+from core.features import DENSE_FEATURES
 from tests.test_properties import _encode, json_scalars, json_values, near_valid, timestamps
 
 
@@ -171,3 +177,59 @@ def test_label_fast_path_matches_the_contract(raw: bytes) -> None:
 )
 def test_label_forms(raw: bytes) -> None:
     _same_label(raw)
+
+
+def test_the_score_decoder_takes_numbers_only() -> None:
+    x = {k: round(random.Random(i).uniform(-1e4, 1e4), 6) for i, k in enumerate(DENSE_FEATURES)}
+    x["merchant_category=fuel"] = 1.0
+    record = {"transaction_id": "t", "score": 0.25, "event_time": "2026-11-22T12:00:00Z"}
+    fields = decode_score_fields(orjson.dumps({**record, "features": x, "reasons": []}))
+    assert fields is not None
+    assert fields.features == x and list(fields.features) == list(x)
+    assert fields.score == 0.25 and fields.event_time == "2026-11-22T12:00:00Z"
+    ints = decode_score_fields(b'{"features":{"a":1}}')
+    assert ints is not None and ints.features == {"a": 1.0}
+    for bad in (
+        b'{"features":{"a":null}}',
+        b'{"features":{"a":"1.5"}}',
+        b'{"features":{"a":true}}',
+        b'{"features":[1.0]}',
+        b'{"score":0.5}',
+        b"not json",
+        b"",
+    ):
+        assert decode_score_fields(bad) is None, bad
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_score_fields_equal_the_contracts_decode_of_a_full_score(seed: int) -> None:
+    """A Score as the contract writes it, reasons and challenger scores included: the fields
+    the trainer reads are the ones pydantic reads, features in the same order."""
+    rng = random.Random(seed)
+    features = {k: round(rng.uniform(-1e4, 1e4), 6) for k in DENSE_FEATURES}
+    features["channel=web"] = 1.0
+    score = Score(
+        transaction_id=f"t{seed}",
+        card_id="c\u00e9",
+        merchant_id=None if seed % 2 else "m1",
+        merchant_category="fuel",
+        country="FR" if seed % 3 else None,
+        score=rng.random(),
+        flagged=bool(seed % 2),
+        threshold=0.5,
+        model_version=seed,
+        event_time=datetime(2026, 11, 22, 12, seed, tzinfo=UTC),
+        scored_at=datetime(2026, 11, 22, 12, 30, tzinfo=UTC),
+        features=features,
+        reasons=[Reason(feature="amount", contribution=1.5)],
+        challenger_scores={"fast": 0.25} if seed % 2 else None,
+    )
+    raw = encode(score)
+    reference = decode_score(raw)
+    fields = decode_score_fields(raw)
+    assert fields is not None
+    assert list(fields.features.items()) == list(reference.features.items())
+    assert fields.score == reference.score
+    assert datetime.fromisoformat(fields.event_time) == reference.event_time
+    for name in ("merchant_id", "merchant_category", "country"):
+        assert getattr(fields, name) == getattr(reference, name), name

@@ -1,6 +1,7 @@
-"""Shadow scoring (`scorer.shadow`): the challengers a snapshot carries score every batch beside
-the champion, and each Score record gets their probabilities as `challenger_scores`
-({candidate name: probability}). They never decide `flagged`: the champion does.
+"""Shadow scoring (setting `scorer.shadow`): the challengers a snapshot carries score every
+batch beside the champion, and each Score record gets their probabilities as
+`challenger_scores` ({candidate name: probability}). They never decide `flagged`: the
+champion does.
 
 The challengers are compiled like the champion (`CompiledModel`, one matrix product per batch
 each), so the extra cost is one batch product and one small dict per record per challenger.
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.snapshot import Snapshot, SnapshotError
-from scorer.features import FeatureBatch
-from scorer.model import CompiledModel
+from core.features import FeatureBatch
+from core.model_compiled import CompiledModel
+from core.snapshot import Snapshot, SnapshotError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ initial state, so zero padding cannot make two lengths collide. It is not XXH64 
 4- and 1-byte tails and the 32-byte stripes are simplified) and not cryptographic, but it is
 seeded per process (`SEED`, like Python's own str hash), so state keys are per process and an
 outsider cannot pick colliding ids offline. 0 is never returned: it means "none" (null span)
-and marks empty entries in `scorer/card_table.py`.
+and marks empty entries in `core/card_table.py`.
 """
 
 from __future__ import annotations

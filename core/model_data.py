@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from river import compose, linear_model, optim
 
 from core.errors import FraudstreamError
-from scorer.features import DENSE_FEATURES
-from scorer.model import DenseScaler
+from core.features import DENSE_FEATURES
+from core.model import DenseScaler
 
 _DENSE = frozenset(DENSE_FEATURES)
 # One-hot keys are `name=value` of a bounded vocabulary: far below this in practice.
@@ -98,7 +98,7 @@ class ModelData(_Strict):
 def _shape_error(pipeline: Any, what: str) -> ModelDataError:
     return ModelDataError(
         f"cannot write {type(pipeline).__name__} as model data: {what} (only the pipeline "
-        "scorer.model.build_pipeline makes is supported)"
+        "core.model.build_pipeline makes is supported)"
     )
 
 

@@ -1,15 +1,15 @@
 """Score records written by one compiled loop per batch: the scorer's fast encoder.
 
 Python makes a handful of calls per batch, not tens of objects per record (tokens, list
-slots, reason fragments, as the batch encoder in `scorer/encode.py` builds): orjson escapes
+slots, reason fragments, as the batch encoder in `core/score_encode.py` builds): orjson escapes
 the strings and formats the probabilities of the whole batch at once, and a Numba loop
 copies those tokens into one buffer between constant pieces, writes the features and reasons
 as fixed-point decimals, picks the top reasons, and ends each record with a newline, so one
 `split` yields the records.
 
 Features are rounded to 6 decimals before scoring (`round_features`), so the text is exactly
-what the model saw. `tests/test_score_writer.py` checks every record parses to what the
-reference encoder (`ScoreEncoder.encode`) writes, hostile strings included.
+what the model saw. `tests/test_score_encode_compiled_mirror.py` checks every record parses to
+what the reference encoder (`ScoreEncoder.encode`) writes, hostile strings included.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numba
 import numpy as np
 import orjson
 
-from scorer.features import DENSE_FEATURES, ONE_HOT
+from core.features import DENSE_FEATURES
+from core.vocabulary import ONE_HOT
 
 # Beyond this magnitude 6-decimal digits are not exact in a double: such batches fall back.
 FIXED_LIMIT = 9e9

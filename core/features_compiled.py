@@ -1,13 +1,13 @@
 """The per-card features and state update, one record after another, compiled by Numba.
 
-Records of the same card must see each other in order, so the numpy path in
-`scorer/features.py` processes a batch in rounds (round r: each card's r-th record of the
-batch). With card-testing bursts a batch needs many rounds, each paying ~100 numpy calls:
-half the feature time went there. This kernel walks the batch once in order instead, the
-plain sequential definition of the same features. `tests/test_features.py` checks it agrees
-with the numpy path (1e-12) on streams with many records per card in one batch.
+Records of the same card must see each other in order, so the numpy path in `core/features.py`
+processes a batch in rounds (round r: each card's r-th record of the batch). With card-testing
+bursts a batch needs many rounds, each paying ~100 numpy calls: half the feature time went
+there. This kernel walks the batch once in order instead, the plain sequential definition of the
+same features. `tests/test_features_compiled_mirror.py` checks it agrees with the numpy path
+(1e-12) on streams with many records per card in one batch.
 
-Column layouts are those of `scorer/features.py` (passed in, not imported, to avoid a cycle).
+Column layouts are those of `core/features.py` (passed in, not imported, to avoid a cycle).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 import numba
 import numpy as np
 
-# State columns (numeric): see scorer/features.py.
+# State columns (numeric): see core/features.py.
 _LAST_TS, _LAST_AMOUNT, _V1, _V24, _S24, _MEAN, _VAR, _GAP_MEAN, _N, _HC, _HS = range(11)
 
 

@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from core.contracts import Label, Score, Transaction
 from core.errors import FraudstreamError
-from schemas.models import Label, Score, Transaction
 
 M = TypeVar("M", bound=BaseModel)
 

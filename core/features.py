@@ -43,20 +43,19 @@ Sparse one-hot features (present only when set): `merchant_category=<v>`, `chann
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime
-from itertools import repeat
 from operator import attrgetter
 
 import numpy as np
 
+from core.byte_hash import hash_strings
+from core.card_table import CardSlots
+from core.contracts import Transaction
+from core.features_compiled import card_features
 from core.label_state import FEATURES as LABEL_FEATURES
 from core.label_state import LabelState
-from schemas import Transaction
-from scorer.byte_hash import hash_strings
-from scorer.card_kernel import card_features
-from scorer.card_table import CardSlots
+from core.vocabulary import ONE_HOT, Vocabulary
 
 DENSE_FEATURES: tuple[str, ...] = (
     "amount",
@@ -99,9 +98,6 @@ HABIT_AFTER = 5.0
 OUTLIER_Z = 2.0
 RECENT_COUNTRIES = 4
 RECENT_MERCHANTS = 8
-# Distinct categorical values turned into their own feature; later ones share "other",
-# so hostile input cannot grow the model without bound.
-MAX_CATEGORY_VALUES = 100
 
 _HOUR_COS = np.cos(np.arange(24) * (2 * np.pi / 24))
 _HOUR_SIN = np.sin(np.arange(24) * (2 * np.pi / 24))
@@ -116,26 +112,6 @@ _KEY_COUNTRY = 0
 _COUNTRIES = slice(1, 1 + RECENT_COUNTRIES)
 _MERCHANTS = slice(1 + RECENT_COUNTRIES, 1 + RECENT_COUNTRIES + RECENT_MERCHANTS)
 _KEYS = 1 + RECENT_COUNTRIES + RECENT_MERCHANTS
-
-
-class OneHotKeys:
-    """Ids of one-hot key names (`channel=pos`), shared by the whole process: a batch carries
-    its keys as small integers, so the model and the Score writer index arrays instead of
-    hashing a tuple of strings per record. Bounded, as every vocabulary is."""
-
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.ids: dict[str, int] = {}
-
-    def id_of(self, key: str) -> int:
-        i = self.ids.get(key)
-        if i is None:
-            i = self.ids[key] = len(self.names)
-            self.names.append(key)
-        return i
-
-
-ONE_HOT = OneHotKeys()
 
 
 class FeatureBatch:
@@ -190,72 +166,6 @@ class FeatureBatch:
         return out
 
 
-_UNSEEN = -2  # key_ids: a value without an id yet
-
-
-@dataclass
-class Vocabulary:
-    """Bounded map from categorical value to its one-hot key."""
-
-    prefix: str
-    limit: int = MAX_CATEGORY_VALUES
-    keys: dict[str, str] = field(default_factory=dict)
-    # value -> ONE_HOT id of its key (None: no key); only for values that have their own key.
-    ids: dict[str | None, int] = field(default_factory=lambda: {None: -1})
-    # The same ids by the value's byte hash (0: None), for the scorer's compiled decoding.
-    by_hash: dict[int, int] = field(default_factory=lambda: {0: -1})
-    # `by_hash` as sorted arrays, rebuilt when it grows (it only grows).
-    _table_size: int = field(default=0, init=False, repr=False)
-    _table_hashes: np.ndarray = field(
-        default_factory=lambda: np.zeros(0, np.uint64), init=False, repr=False
-    )
-    _table_ids: np.ndarray = field(
-        default_factory=lambda: np.zeros(0, np.int64), init=False, repr=False
-    )
-
-    def key(self, value: str) -> str:
-        k = self.keys.get(value)
-        if k is None:
-            k = f"{self.prefix}={value}" if len(self.keys) < self.limit else f"{self.prefix}=other"
-            if len(self.keys) < self.limit:
-                self.keys[value] = k
-        return k
-
-    def key_ids(self, values: list[str | None]) -> np.ndarray:
-        """The `ONE_HOT` id of each value's key, -1 for None: one C-level lookup per value."""
-        ids = np.fromiter(map(self.ids.get, values, repeat(_UNSEEN)), np.int64, len(values))
-        for i in np.flatnonzero(ids == _UNSEEN).tolist():
-            value = values[i]
-            assert value is not None  # None is always in `ids`
-            key_id = ids[i] = ONE_HOT.id_of(self.key(value))
-            if value in self.keys:  # a value past the limit shares "other" and is not kept
-                self.ids[value] = key_id
-        return ids
-
-    def ids_of_hashes(
-        self, hashes: np.ndarray, value_of: Callable[[int], str | None]
-    ) -> np.ndarray:
-        """As `key_ids`, for values known by their byte hash (`scorer.byte_hash`; 0: None):
-        `value_of(i)` gives record i's value, asked only for a hash not met before."""
-        by_hash = self.by_hash
-        if self._table_size != len(by_hash):
-            known = np.fromiter(by_hash, np.uint64, len(by_hash))
-            order = np.argsort(known)
-            self._table_hashes = known[order]
-            self._table_ids = np.fromiter(by_hash.values(), np.int64, len(by_hash))[order]
-            self._table_size = len(by_hash)
-        # A sorted-array lookup for the batch (the vocabulary is small): no Python per record.
-        table = self._table_hashes
-        pos = np.minimum(np.searchsorted(table, hashes), len(table) - 1)
-        ids = np.where(table[pos] == hashes, self._table_ids[pos], _UNSEEN)
-        for i in np.flatnonzero(ids == _UNSEEN).tolist():
-            value = value_of(i)
-            ids[i] = self.key_ids([value])[0]
-            if value in self.ids:  # remembered values only: the map stays bounded
-                by_hash[int(hashes[i])] = int(ids[i])
-        return ids
-
-
 def occurrences(slots: np.ndarray) -> np.ndarray:
     """For each record, the number of earlier records of the same slot in the batch."""
     order = np.argsort(slots, kind="stable")
@@ -270,9 +180,9 @@ def occurrences(slots: np.ndarray) -> np.ndarray:
 class CardStore:
     """Per-card state with a size bound; the least recently seen card is evicted first.
 
-    Cards are known by the 64-bit hash of their id's UTF-8 bytes (`scorer.byte_hash`): a card
+    Cards are known by the 64-bit hash of their id's UTF-8 bytes (`core.byte_hash`): a card
     costs the same whatever its id's length, and the scorer hashes ids straight from the
-    consumed bytes. `slots` maps hash -> row in recency order (`scorer.card_table`, compiled);
+    consumed bytes. `slots` maps hash -> row in recency order (`core.card_table`, compiled);
     the state itself lives in numpy arrays indexed by row, updated by the feature kernel.
     Two of a million cards share state with probability ~3e-8.
     """
@@ -361,7 +271,7 @@ class FeatureBuilder:
         jit: bool = True,
     ) -> None:
         self.store = CardStore(max_cards)
-        # The compiled sequential kernel (scorer/card_kernel.py); False: the numpy reference.
+        # The compiled sequential kernel (core/features_compiled.py); False: the numpy reference.
         self.jit = jit
         # Vocabularies and label state may be shared by the builders of several partitions.
         self.categories = categories or Vocabulary("merchant_category")
@@ -407,7 +317,7 @@ class FeatureBuilder:
         onehot: np.ndarray,
     ) -> FeatureBatch:
         """Features of records given as columns: event times (epoch s), amounts, the 64-bit
-        byte hashes (`scorer.byte_hash`, 0: none) of card id, country, merchant and category,
+        byte hashes (`core.byte_hash`, 0: none) of card id, country, merchant and category,
         and the `ONE_HOT` ids of category and channel."""
         # Python touches each record only to read its fields, find its card's slot and look up
         # its one-hot keys and risks; the per-card arithmetic runs on arrays, in rounds: round

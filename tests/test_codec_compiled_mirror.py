@@ -1,4 +1,4 @@
-"""The compiled record parser (`schemas.wire_columns`) against msgspec: a row is ok only when
+"""The compiled record parser (`core.codec_compiled`) against msgspec: a row is ok only when
 msgspec accepts the record, and then every column equals msgspec's decode."""
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producer.generator import TransactionGenerator
-from schemas.codec import MAX_RECORD_BYTES
-from schemas.fast import TRANSACTION_DECODER, FastTransaction
-from schemas.wire_columns import (
+from core.codec import MAX_RECORD_BYTES
+from core.codec_compiled import (
     CARD,
     CATEGORY,
     CHANNEL,
@@ -31,6 +29,8 @@ from schemas.wire_columns import (
     parse_transactions,
     warm_up,
 )
+from core.codec_msgspec import TRANSACTION_DECODER, FastTransaction
+from producer.generator import TransactionGenerator
 
 COLUMNS = {
     TX_ID: "transaction_id",

@@ -4,7 +4,7 @@
 views, VectorDicts, per-step routing): most of the trainer's time. `FastLearner` does the same
 arithmetic in the same order, label by label (no mini-batches), on arrays, in one Numba call
 (~4 us); its probabilities and parameters come out bit for bit River's (the tests,
-`tests/test_fast_learner.py`, allow 1e-9):
+`tests/test_learner_compiled_mirror.py`, allow 1e-9):
 
 - predict: logit = sum, over the keys of x that have a weight and in x's order (as River's
   VectorDict.dot), of weight * scaled value; + intercept; River's sigmoid (0 / 1 past 30).
@@ -34,8 +34,8 @@ import numba
 import numpy as np
 from river import compose, linear_model, optim
 
-from scorer.features import DENSE_FEATURES
-from scorer.model import VAR_FLOOR, Z_CLIP, DenseScaler, predict_one
+from core.features import DENSE_FEATURES
+from core.model import VAR_FLOOR, Z_CLIP, DenseScaler, predict_one
 
 # Rows of the state matrix, one column per key (dense keys first, then one-hots as they come).
 # COUNT..SCALE are the scaler's (dense keys only); SCALE is var**0.5, or 0 when the variance is
@@ -346,7 +346,8 @@ class FastLearner:
         slots = np.concatenate([self._slots(x) for x in xs])
         vals = np.fromiter(chain.from_iterable(x.values() for x in xs), np.float64, slots.size)
         ends = np.cumsum(np.fromiter(map(len, xs), np.intp, len(xs)))
-        return _predict_many(slots, vals, ends, self.s, self.hp).tolist()
+        probs: list[float] = _predict_many(slots, vals, ends, self.s, self.hp).tolist()
+        return probs
 
 
 class FusedModel:

@@ -2,14 +2,15 @@
 
 Value: one JSON object, format `fraudstream-model/2`. The model is plain data (`model`: the
 scaler's statistics, the weights, the intercept and the optimizer state, see
-`scorer.model_data`), so reading a snapshot never executes anything it holds. `signature` is
+`core.model_data`), so reading a snapshot never executes anything it holds. `signature` is
 the base64 Ed25519 signature, by the trainer's private key, of every other field (the JSON
 object with sorted keys, as read from the wire: fields this version does not know are covered
 too); `signer` names the public key (the first 16 hex digits of its SHA-256). Readers verify
 with the public key only (`verify`); an unsigned snapshot is refused like a tampered one.
 
 `challengers` carries the trainer's challengers, each with its own model data; `label_state`
-is the trainer's label-fed state (opaque here). Both are signed with everything else.
+is the trainer's label-fed state (`core.label_state`'s data; `label_state_of` loads it as the
+scorers and the MLflow model serve it). Both are signed with everything else.
 
 Snapshots of the pickle era (`river-pickle/1`) are refused with one line and never unpickled.
 """
@@ -25,7 +26,9 @@ import orjson
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from core.errors import FraudstreamError
-from scorer.model_data import ModelData, ModelDataError, pipeline_from_data, pipeline_to_data
+from core.label_state import LabelState, LabelStateError
+from core.model_data import ModelData, ModelDataError, pipeline_from_data, pipeline_to_data
+from core.model_settings import ModelSettings
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -320,3 +323,19 @@ def decode_snapshot(raw: bytes | None, key: Ed25519PublicKey | None = None) -> S
         raise SnapshotError(f"invalid snapshot: {loc}: {err['msg']}") from None
     snapshot._signed = signed
     return snapshot
+
+
+def empty_label_state(model: ModelSettings) -> LabelState:
+    """The state before any label: every label-fed feature at the configured prior."""
+    return LabelState(model.prior_fraud_rate, model.label_state_max_keys)
+
+
+def label_state_of(snapshot: Snapshot, model: ModelSettings) -> LabelState:
+    """The snapshot's label state (empty for a snapshot without one); SnapshotError, reason
+    `invalid`, for state that does not load."""
+    if snapshot.label_state is None:
+        return empty_label_state(model)
+    try:
+        return LabelState.from_data(snapshot.label_state, model.label_state_max_keys).prepare()
+    except LabelStateError as exc:
+        raise SnapshotError(f"snapshot v{snapshot.version}: {exc}", "invalid") from None

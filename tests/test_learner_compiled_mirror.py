@@ -1,4 +1,4 @@
-"""The fused learner (`trainer.fast_learner`) against River's own pipeline: same probabilities
+"""The fused learner (`core.learner_compiled`) against River's own pipeline: same probabilities
 before each label, same parameters after, over long streams with fraud weights, one-hot keys
 appearing midway, constant features and missing dense keys; and the hand-over to River objects
 (write-back, reload, snapshot round trip)."""
@@ -12,18 +12,16 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 from river import compose, linear_model, optim, preprocessing
 
-from infra.config import ModelSettings
-from schemas import Transaction
-from schemas.snapshot import decode_snapshot, encode_snapshot, make_snapshot
-from scorer.features import DENSE_FEATURES, FeatureBuilder
-from scorer.model import VAR_FLOOR, build_pipeline, predict_one, upgrade_pipeline
-from trainer import fast_learner
-from trainer.fast_learner import FastLearner, FusedModel, supported
-from trainer.score_decode import decode_score_fields
+from core import learner_compiled
+from core.contracts import Transaction
+from core.features import FeatureBuilder
+from core.learner_compiled import FastLearner, FusedModel, supported
+from core.model import VAR_FLOOR, build_pipeline, predict_one, upgrade_pipeline
+from core.model_settings import ModelSettings
+from core.snapshot import decode_snapshot, encode_snapshot, make_snapshot
 
 TOL = 1e-9
 FRAUD_WEIGHT = 5.0
@@ -146,11 +144,11 @@ def test_fused_learner_is_river_over_a_long_stream(settings: ModelSettings) -> N
 @pytest.mark.parametrize(
     "entry, value",
     [
-        (fast_learner.LR, 0.0051),
-        (fast_learner.INTERCEPT_LR, 0.02),
-        (fast_learner.L2, 1e-4),
-        (fast_learner.CLIP, 0.5),
-        (fast_learner.WEIGHT_POS, 1.5),
+        (learner_compiled.LR, 0.0051),
+        (learner_compiled.INTERCEPT_LR, 0.02),
+        (learner_compiled.L2, 1e-4),
+        (learner_compiled.CLIP, 0.5),
+        (learner_compiled.WEIGHT_POS, 1.5),
     ],
     ids=["learning_rate", "intercept_lr", "l2", "clip", "loss_weight"],
 )
@@ -288,25 +286,3 @@ def test_records_river_alone_takes_and_other_pipelines_learn_through_river() -> 
         assert _fused(twin, stream[:300]) == _river(clone, stream[:300])
     with pytest.raises(TypeError):
         FastLearner(legacy)
-
-
-def test_the_score_decoder_takes_numbers_only() -> None:
-    x = {k: round(random.Random(i).uniform(-1e4, 1e4), 6) for i, k in enumerate(DENSE_FEATURES)}
-    x["merchant_category=fuel"] = 1.0
-    record = {"transaction_id": "t", "score": 0.25, "event_time": "2026-11-22T12:00:00Z"}
-    fields = decode_score_fields(orjson.dumps({**record, "features": x, "reasons": []}))
-    assert fields is not None
-    assert fields.features == x and list(fields.features) == list(x)
-    assert fields.score == 0.25 and fields.event_time == "2026-11-22T12:00:00Z"
-    ints = decode_score_fields(b'{"features":{"a":1}}')
-    assert ints is not None and ints.features == {"a": 1.0}
-    for bad in (
-        b'{"features":{"a":null}}',
-        b'{"features":{"a":"1.5"}}',
-        b'{"features":{"a":true}}',
-        b'{"features":[1.0]}',
-        b'{"score":0.5}',
-        b"not json",
-        b"",
-    ):
-        assert decode_score_fields(bad) is None, bad

@@ -8,11 +8,12 @@ import numpy as np
 import orjson
 import pytest
 
-from schemas.models import Score
-from scorer.encode import ScoreEncoder
-from scorer.features import DENSE_FEATURES, ONE_HOT, FeatureBatch
-from scorer.model import CompiledModel
-from scorer.score_writer import ScoreWriter, round_features
+from core.contracts import Score
+from core.features import DENSE_FEATURES, FeatureBatch
+from core.model_compiled import CompiledModel
+from core.score_encode import ScoreEncoder
+from core.score_encode_compiled import ScoreWriter, round_features
+from core.vocabulary import ONE_HOT
 
 K = len(DENSE_FEATURES)
 HOSTILE = ['a"b', "back\\slash", '","', '\\","\\', "é€😀", "line\nbreak", "\x00\x1f", "", "]}"]

@@ -6,7 +6,7 @@ columns: amount, event time (epoch seconds and the canonical text the Score carr
 record.
 
 Contract: `ok[i]` is True only for records in a strict subset of what
-`schemas.fast.TRANSACTION_DECODER` (msgspec) accepts, and then every column equals what that
+`core.codec_msgspec.TRANSACTION_DECODER` (msgspec) accepts, and then every column equals what that
 decode gives (amount bit for bit, `ts == tx.timestamp.timestamp()`, strings, and the time text
 equal to `orjson.dumps(tx.timestamp, option=orjson.OPT_UTC_Z)[1:-1]`). Any other record, valid
 in a rarer form or invalid, gets `ok[i]` False, and the caller decodes it the existing way
@@ -25,7 +25,7 @@ in a rarer form or invalid, gets `ok[i]` False, and the caller decodes it the ex
   upper-case T and Z, fields range-checked, years 1970..2199 (so total microseconds stay below
   2**53 and float(us) / 1e6 is CPython's correctly rounded us / 10**6).
 
-`tests/test_wire_columns.py` checks this differentially against msgspec on generated valid,
+`tests/test_codec_compiled_mirror.py` checks this differentially against msgspec on generated valid,
 near-valid and hostile records.
 """
 
@@ -39,7 +39,7 @@ import numba
 import numpy as np
 from numba.core.errors import NumbaPerformanceWarning
 
-from schemas.models import MAX_AMOUNT, MAX_STR
+from core.contracts import MAX_AMOUNT, MAX_STR
 
 # String field columns (the second axis of `spans`).
 TX_ID, CARD, CATEGORY, CURRENCY, MERCHANT, COUNTRY, CHANNEL = range(7)
@@ -389,11 +389,19 @@ def _record(
 # this loop to code about twice as fast, with the same columns (docs/performance.md). Numba
 # warns that nothing was parallelised, which is the point.
 PARALLEL_PIPELINE_WARNING = r"\s*The keyword argument 'parallel=True' was specified but no"
-warnings.filterwarnings("ignore", PARALLEL_PIPELINE_WARNING, NumbaPerformanceWarning)
-# Loading the cached kernel starts Numba's thread pool (idle: nothing runs in parallel). The
-# plain-pthreads pool, not GNU OpenMP's, which is not safe across fork().
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
+
+
+def configure_numba() -> None:
+    """Process-wide Numba settings for this kernel; a process calls it once at start, before
+    the kernel first runs (the scorer, `fraudstream warm-up`). Not done at import: settings of
+    the whole process are the process's choice, not a library's.
+
+    Loading the cached kernel starts Numba's thread pool (idle: nothing runs in parallel):
+    the plain-pthreads pool, not GNU OpenMP's, which is not safe across fork(), unless
+    NUMBA_THREADING_LAYER chooses another. And the parallel-pipeline warning is silenced."""
+    warnings.filterwarnings("ignore", PARALLEL_PIPELINE_WARNING, NumbaPerformanceWarning)
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
