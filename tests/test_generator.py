@@ -11,7 +11,9 @@ import orjson
 import pytest
 
 from core.codec import decode_transaction
-from producer.generator import CATEGORIES, FRAUD_PATTERNS, TransactionGenerator
+from producer.fraud_scenarios import FRAUD_PATTERNS
+from producer.generator import TransactionGenerator
+from producer.population import CATEGORIES
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 Row = tuple[dict, bool, str | None]
