@@ -21,7 +21,7 @@ from infra.config import REDACTED, load_settings
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
 from tests.conftest import settings_env
-from trainer.tracking import config_params, lineage
+from trainer.lineage import config_params, lineage
 
 SECRET = "hunter2-s3cr3t-value"
 

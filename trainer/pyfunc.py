@@ -14,15 +14,20 @@ model does not load) and rebuilds the River pipeline from its data.
 The signature lists every column either form may have, all optional: the raw transaction
 fields, the dense features, and the one-hot features the model has weights for (a one-hot
 column the model never saw carries no weight, so MLflow dropping it changes nothing).
+
+`log_pyfunc_model` packages a snapshot as that model: the code, the `snapshot.json` and
+`lineage.json` artifacts, the signature, an input example and pinned pip requirements.
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
@@ -33,7 +38,10 @@ from core.contracts import Transaction
 from core.features import FeatureBuilder
 from core.label_state import LabelState
 from core.model import feature_names, predict_one
-from core.snapshot import SnapshotError, decode_snapshot
+from core.snapshot import Snapshot, SnapshotError, decode_snapshot, encode_snapshot
+
+# The MLflow model's code (models-from-code).
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 RAW_COLUMNS = {"transaction_id", "card_id", "amount", "merchant_category", "timestamp"}
 RAW_STRINGS = (
@@ -79,6 +87,45 @@ def model_signature(pipeline: Any) -> ModelSignature:
 
 def input_example() -> pd.DataFrame:
     return pd.DataFrame([INPUT_EXAMPLE])
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    pkgs = ["mlflow", "river", "pandas", "numpy", "pydantic", "orjson", "fraudstream"]
+    out = []
+    for p in pkgs:
+        try:
+            out.append(f"{p}=={version(p)}")
+        except Exception:  # noqa: BLE001,S112  not installed as a distribution: leave unpinned
+            out.append(p)
+    return out
+
+
+def log_pyfunc_model(snapshot: Snapshot, pipeline: Any, info: dict[str, Any]) -> Any:
+    """Log `snapshot` (its model is `pipeline`, its lineage `info`) to the active MLflow run."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        snap_path = Path(tmp) / "snapshot.json"
+        snap_path.write_bytes(encode_snapshot(snapshot))
+        lineage_path = Path(tmp) / "lineage.json"
+        lineage_path.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
+        return mlflow.pyfunc.log_model(
+            name="model",
+            # Logged as code, not pickled: loading it unpickles nothing.
+            python_model=str(PYFUNC_CODE),
+            artifacts={"snapshot": str(snap_path), "lineage": str(lineage_path)},
+            signature=model_signature(pipeline),
+            input_example=input_example(),
+            pip_requirements=_pip_requirements(),
+            metadata={
+                "fraudstream_version": snapshot.version,
+                "labels_learned": snapshot.labels_learned,
+            },
+            params={k: str(v) for k, v in info["hyperparameters"].items()},
+            step=snapshot.labels_learned,
+        )
 
 
 def _present(v: Any) -> bool:

@@ -8,166 +8,29 @@ failure (`fraudstream_mlflow_failures_total`); metric points wait in a bounded b
 newest model replaces an older one still waiting, so when the server returns the run catches
 up: every point in order, and the model in service registered.
 
-Each logged model is registered as a new version of `registry.name`, aliased `champion` (it is
-the model scorers serve), with its lineage as version tags and in `lineage.json`; versions
-beyond `registry.keep_versions` are deleted.
+Each logged model is packaged by `trainer.pyfunc.log_pyfunc_model`, with the lineage of
+`trainer.lineage`, and registered by `trainer.registration` (a new version aliased champion).
 """
 
 from __future__ import annotations
 
 import logging
-import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import orjson
-
-from core.snapshot import Snapshot, encode_snapshot
+from core.snapshot import Snapshot
 from infra.config import Settings
 from infra.metrics import Metrics
-from infra.registry import (
-    TAG_SNAPSHOT_VERSION,
-    apply_retention,
-    configure_http,
-    default_artifact_location,
-    registry_name,
-)
+from infra.registry import configure_http, default_artifact_location
+from trainer.lineage import code_version, config_params, lineage
+from trainer.registration import already_registered, register
 
 log = logging.getLogger(__name__)
 
-# The MLflow model's code (models-from-code).
-PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Per log_batch call (MLflow's limit is 1000 metrics).
 BATCH = 1000
-
-
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    pkgs = ["mlflow", "river", "pandas", "numpy", "pydantic", "orjson", "fraudstream"]
-    out = []
-    for p in pkgs:
-        try:
-            out.append(f"{p}=={version(p)}")
-        except Exception:  # noqa: BLE001,S112  not installed as a distribution: leave unpinned
-            out.append(p)
-    return out
-
-
-@cache
-def code_version() -> dict[str, str]:
-    """fraudstream's version and, in a git checkout, the commit (and whether it was modified)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        out = {"fraudstream_version": version("fraudstream")}
-    except PackageNotFoundError:
-        out = {"fraudstream_version": "unknown"}
-    root = Path(__file__).resolve().parents[1]
-    if (root / ".git").exists():
-        try:
-            commit = subprocess.run(
-                ["git", "-C", str(root), "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout.strip()
-            dirty = subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout.strip()
-            out["git_commit"] = commit
-            out["git_dirty"] = str(bool(dirty)).lower()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    head = out.get("git_commit")
-    suffix = f" ({head[:12]}{'+dirty' if out.get('git_dirty') == 'true' else ''})" if head else ""
-    out["code_version"] = f"fraudstream {out['fraudstream_version']}{suffix}"
-    return out
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out[prefix] = str(value)
-
-
-_KEY_SETTINGS = (
-    "snapshot_signing_key",
-    "snapshot_signing_key_file",
-    "snapshot_verify_key",
-    "snapshot_verify_key_file",
-)
-
-
-def config_params(settings: Settings) -> dict[str, str]:
-    """The settings as run parameters, without anything that may hold a secret (client
-    properties, the tracking URI, the snapshot keys)."""
-    exclude = {"kafka", "mlflow_tracking_uri", "metrics_port", "metrics_host", *_KEY_SETTINGS}
-    data = settings.model_dump(mode="json", exclude=exclude)
-    out: dict[str, str] = {}
-    _flatten("", data, out)
-    return out
-
-
-def lineage(settings: Settings, snapshot: Snapshot, features: list[str]) -> dict[str, Any]:
-    """What a registry version records about where its model came from."""
-    return {
-        "snapshot_version": snapshot.version,
-        "created_at": snapshot.created_at.isoformat(),
-        "origin": snapshot.origin,
-        "labels_learned": snapshot.labels_learned,
-        "label_counts": snapshot.label_counts,
-        "resume_offsets": snapshot.resume_offsets,
-        "processed_offsets": snapshot.processed_offsets,
-        "metrics": snapshot.metrics,
-        "candidate": snapshot.candidate or "default",
-        "hyperparameters": snapshot.hyperparameters or settings.model.model_dump(mode="json"),
-        "threshold": settings.scorer.threshold,
-        "features": features,
-        "library_versions": snapshot.library_versions,
-        "sha256": snapshot.sha256,
-        "signed": snapshot.signature is not None,
-        "signer": snapshot.signer,
-        "code": code_version(),
-        "config": config_params(settings),
-    }
-
-
-def _version_tags(info: dict[str, Any]) -> dict[str, str]:
-    counts = info["label_counts"]
-    tags = {
-        TAG_SNAPSHOT_VERSION: str(info["snapshot_version"]),
-        "origin": info["origin"],
-        "candidate": info["candidate"],
-        "labels_learned": str(info["labels_learned"]),
-        "labels_fraud": str(counts.get("fraud", "")),
-        "labels_legit": str(counts.get("legit", "")),
-        "resume_offsets": orjson.dumps(info["resume_offsets"]).decode(),
-        "processed_offsets": orjson.dumps(info["processed_offsets"]).decode(),
-        "hyperparameters": orjson.dumps(info["hyperparameters"]).decode(),
-        "threshold": str(info["threshold"]),
-        "features": orjson.dumps(info["features"]).decode(),
-        "n_features": str(len(info["features"])),
-        "river_version": info["library_versions"].get("river", ""),
-        "sha256": info["sha256"],
-        "signed": str(info["signed"]).lower(),
-        "signer": info["signer"] or "",
-        **{k: v for k, v in info["code"].items()},
-    }
-    tags.update({f"metric.{k}": repr(v) for k, v in info["metrics"].items()})
-    return tags
 
 
 class MlflowLogger:
@@ -322,7 +185,7 @@ class MlflowLogger:
         with self._lock:
             model = self._model
         if model is not None:
-            if not self._already_registered(model):
+            if not already_registered(self.settings, self._client(), model):
                 self._log_model(model)
             with self._lock:
                 self._last_model_version = max(self._last_model_version, model.version)
@@ -400,36 +263,16 @@ class MlflowLogger:
                     self._points.popleft()
 
     def _log_model(self, snapshot: Snapshot) -> None:
-        import mlflow
         from mlflow.entities import Metric
 
-        from trainer.pyfunc import input_example, model_features, model_signature
+        from trainer.pyfunc import log_pyfunc_model, model_features
 
         started = time.monotonic()
         pipeline = snapshot.load_model()
         features = model_features(pipeline)
         info = lineage(self.settings, snapshot, features)
         client = self._client()
-        with tempfile.TemporaryDirectory() as tmp:
-            snap_path = Path(tmp) / "snapshot.json"
-            snap_path.write_bytes(encode_snapshot(snapshot))
-            lineage_path = Path(tmp) / "lineage.json"
-            lineage_path.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
-            logged = mlflow.pyfunc.log_model(
-                name="model",
-                # Logged as code, not pickled: loading it unpickles nothing.
-                python_model=str(PYFUNC_CODE),
-                artifacts={"snapshot": str(snap_path), "lineage": str(lineage_path)},
-                signature=model_signature(pipeline),
-                input_example=input_example(),
-                pip_requirements=_pip_requirements(),
-                metadata={
-                    "fraudstream_version": snapshot.version,
-                    "labels_learned": snapshot.labels_learned,
-                },
-                params={k: str(v) for k, v in info["hyperparameters"].items()},
-                step=snapshot.labels_learned,
-            )
+        logged = log_pyfunc_model(snapshot, pipeline, info)
         ts = int(snapshot.created_at.timestamp() * 1000)
         if snapshot.metrics:
             client.log_batch(
@@ -441,7 +284,8 @@ class MlflowLogger:
             )
         version = "-"
         if self.settings.registry.enabled:
-            version = self._register(client, logged, snapshot, info)
+            version = register(self.settings, client, self.run_id, logged, snapshot, info)
+            self.registered_version = version
         self.logged_versions += 1
         if self.metrics is not None:
             self.metrics.mlflow_models_logged.inc()
@@ -452,46 +296,6 @@ class MlflowLogger:
             version,
             time.monotonic() - started,
         )
-
-    def _already_registered(self, snapshot: Snapshot) -> bool:
-        """A snapshot resumed from and logged by an earlier trainer run: not logged twice."""
-        if not self.settings.registry.enabled:
-            return False
-        name = registry_name(self.settings)
-        found = self._client().search_model_versions(
-            f"name='{name}' and tags.{TAG_SNAPSHOT_VERSION}='{snapshot.version}'"
-        )
-        return any((mv.tags or {}).get("sha256") == snapshot.sha256 for mv in found)
-
-    def _register(self, client: Any, logged: Any, snapshot: Snapshot, info: dict[str, Any]) -> str:
-        name = registry_name(self.settings)
-        try:
-            client.create_registered_model(
-                name, description="fraudstream fraud model: one version per logged snapshot"
-            )
-        except Exception as exc:
-            if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
-                raise
-        auc = snapshot.metrics.get("roc_auc")
-        mv = client.create_model_version(
-            name,
-            source=logged.model_uri,
-            run_id=self.run_id,
-            tags=_version_tags(info),
-            description=(
-                f"snapshot v{snapshot.version}: {snapshot.labels_learned} labels learned"
-                + (f", rolling ROC AUC {auc:.3f}" if auc is not None else "")
-            ),
-            model_id=logged.model_id,
-        )
-        # The snapshot was published: it is the model in service.
-        client.set_registered_model_alias(name, self.settings.registry.champion_alias, mv.version)
-        self.registered_version = str(mv.version)
-        try:
-            apply_retention(self.settings, client)
-        except Exception as exc:  # noqa: BLE001  retried after the next version
-            log.warning("registry retention failed: %s", exc)
-        return str(mv.version)
 
     def _end_run(self) -> None:
         if self.run_id is None:
