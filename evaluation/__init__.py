@@ -1,8 +1,8 @@
 """`fraudstream evaluate`: offline progressive validation of learners on a fraud stream.
 
-- `replay`: generated or recorded streams, serving-time features with labels fed as they
-  arrive, and the progressive replay of each learner (predict, then learn once a label
-  arrives).
+- `streams`: generated or recorded streams (event times, ground truth, label arrival times).
+- `replay`: serving-time features with labels fed as they arrive, and the progressive replay
+  of each learner (predict, then learn once a label arrives).
 - `learners`: the online River logistic model (the production pipeline), a static copy trained
   once, River's adaptive random forest, and the ADWIN drift monitor.
 - `metrics`: ROC AUC, average precision, recall at a false-positive rate, precision at a daily

@@ -53,9 +53,10 @@ from confluent_kafka import (
 
 from core.errors import FraudstreamError
 from evaluation.live_report import Served, grade, render
-from evaluation.replay import Stream, build_features, iso, run_learners
+from evaluation.replay import build_features, run_learners
 from evaluation.report import ReportOptions
 from evaluation.run import EvaluateOptions, load_stream
+from evaluation.streams import Stream, iso
 from fraudstream.live import Scraper
 from fraudstream.up import EMBEDDED_FETCH_WAIT_MS, Child, snapshot_keys
 from infra.broker import EmbeddedBroker, free_port

@@ -36,7 +36,8 @@ from evaluation.metrics import (
     recall_at_fpr,
     roc_auc,
 )
-from evaluation.replay import DAY_S, LearnerResult, Stream, day_index, iso
+from evaluation.replay import LearnerResult
+from evaluation.streams import DAY_S, Stream, day_index, iso
 
 SWEEP_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 

@@ -13,16 +13,9 @@ import orjson
 
 from core.model_settings import ModelSettings
 from evaluation.learners import LEARNERS
-from evaluation.replay import (
-    DAY_S,
-    Stream,
-    StreamError,
-    build_features,
-    generate_stream,
-    read_stream,
-    run_learners,
-)
+from evaluation.replay import build_features, run_learners
 from evaluation.report import ReportOptions, build_report, render_markdown, write_plot
+from evaluation.streams import DAY_S, Stream, StreamError, generate_stream, read_stream
 
 log = logging.getLogger(__name__)
 

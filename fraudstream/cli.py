@@ -510,9 +510,9 @@ def cmd_warm_up(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from evaluation.learners import LEARNERS
-    from evaluation.replay import StreamError
     from evaluation.report import ReportOptions
     from evaluation.run import EvaluateOptions, run_evaluation
+    from evaluation.streams import StreamError
 
     settings = _settings(args)
     model = settings.model.model_copy(
@@ -567,7 +567,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_live(args: argparse.Namespace, settings: Settings, options: Any) -> int:
     from evaluation.live import LiveError, LiveOptions, run_live
-    from evaluation.replay import StreamError
+    from evaluation.streams import StreamError
 
     if args.learners and set(args.learners) != {"online"}:
         raise UsageError("--live compares the served scores with the online learner only")

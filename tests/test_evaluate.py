@@ -24,18 +24,14 @@ from evaluation.metrics import (
 )
 from evaluation.replay import (
     Plan,
-    Stream,
-    StreamError,
     TopScored,
     _progressive,
     _static,
     build_features,
-    generate_stream,
-    read_stream,
-    write_stream,
 )
 from evaluation.report import ReportOptions, calibrated_thresholds
 from evaluation.run import EvaluateOptions, run_evaluation
+from evaluation.streams import Stream, StreamError, generate_stream, read_stream, write_stream
 from fraudstream.cli import main
 
 HOUR = 3600.0

@@ -23,7 +23,7 @@ import pytest
 
 from evaluation.durations import parse_duration
 from evaluation.live import stream_records
-from evaluation.replay import generate_stream
+from evaluation.streams import generate_stream
 
 COUNT = 20_000
 
