@@ -7,7 +7,8 @@
   once, River's adaptive random forest, and the ADWIN drift monitor.
 - `metrics`: ROC AUC, average precision, recall at a false-positive rate, precision at a daily
   review budget, alert statistics.
-- `report`: segments, time windows, recovery after a drift, thresholds, Markdown, JSON, PNG.
+- `report`: segments, time windows, recovery after a drift, thresholds (the JSON report).
+- `report_markdown`, `report_plot`: that report as Markdown tables and as a PNG plot.
 - `run`: the command's entry point.
 - `live`, `live_report`: `evaluate --live`, the same stream played through running `score`
   and `train` processes, the served scores graded beside the offline replay.

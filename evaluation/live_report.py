@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from evaluation.metrics import roc_auc
-from evaluation.report import ReportOptions, _f, _nan_to_none, quality
+from evaluation.report import ReportOptions, _nan_to_none, quality
+from evaluation.report_markdown import _f
 from evaluation.streams import DAY_S, Stream
 
 UNTRAINED_VERSION = 0

@@ -14,7 +14,9 @@ import orjson
 from core.model_settings import ModelSettings
 from evaluation.learners import LEARNERS
 from evaluation.replay import build_features, run_learners
-from evaluation.report import ReportOptions, build_report, render_markdown, write_plot
+from evaluation.report import ReportOptions, build_report
+from evaluation.report_markdown import render_markdown
+from evaluation.report_plot import write_plot
 from evaluation.streams import DAY_S, Stream, StreamError, generate_stream, read_stream
 
 log = logging.getLogger(__name__)
