@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import orjson
 from confluent_kafka import Consumer, Message
 
 from infra.config import Settings
@@ -38,6 +41,24 @@ def fraudstream_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def run_bench(bootstrap: str, work_dir: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    """`fraudstream bench ARGS` on the test broker, outside any FRAUDSTREAM_ environment: its
+    printed report and the `results` of its JSON report (fails the test if it fails)."""
+    out = work_dir / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "fraudstream.cli", "bench", "--bootstrap-servers", bootstrap,
+         "--json", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=work_dir,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout, orjson.loads(out.read_bytes())["results"]
 
 
 def read_topic(
