@@ -38,7 +38,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -55,7 +54,7 @@ from core.errors import FraudstreamError
 from evaluation.live_report import Served, grade, render
 from evaluation.replay import Stream, build_features, iso, run_learners
 from evaluation.report import ReportOptions
-from evaluation.run import EvaluateOptions, load_stream
+from evaluation.run import EvaluateOptions, Evaluation, load_stream
 from fraudstream.live import Scraper
 from fraudstream.up import EMBEDDED_FETCH_WAIT_MS, Child, snapshot_keys
 from infra.broker import EmbeddedBroker, free_port
@@ -92,10 +91,7 @@ class LiveOptions:
 
 
 @dataclass
-class LiveEvaluation:
-    report: dict[str, Any]
-    markdown: str
-    files: dict[str, Path]
+class LiveEvaluation(Evaluation):
     complete: bool  # every transaction was scored
 
 
