@@ -30,6 +30,7 @@ from producer.run import ProduceOptions, ProduceReport, run_producer
 from schemas.snapshot import Snapshot, decode_snapshot
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.records import score_record
 
 pytestmark = pytest.mark.integration
 
@@ -211,19 +212,7 @@ CHUNK = 100
 
 
 def _score_json(tid: str, features: dict[str, float]) -> bytes:
-    return orjson.dumps(
-        {
-            "transaction_id": tid,
-            "card_id": f"card-{tid}",
-            "score": 0.01,
-            "flagged": False,
-            "threshold": 0.5,
-            "model_version": 0,
-            "event_time": "2026-11-22T12:00:00Z",
-            "scored_at": "2026-11-22T12:00:01Z",
-            "features": features,
-        }
-    )
+    return orjson.dumps(score_record(tid, features, card_id=f"card-{tid}"))
 
 
 def _label_json(tid: str, is_fraud: bool) -> bytes:

@@ -47,6 +47,7 @@ from schemas.snapshot import Snapshot, decode_snapshot
 from scorer.model import build_pipeline
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.records import score_record
 from trainer.lifecycle import Arena, Guardrails
 from trainer.quality import RollingQuality
 from trainer.run import Trainer
@@ -156,17 +157,7 @@ def synthetic_pairs(n: int, seed: int, prefix: str) -> list[tuple[str, bytes, by
             "hour": float(rng.randrange(24)),
             f"merchant_category={rng.choice(['grocery', 'travel', 'online'])}": 1.0,
         }
-        score = {
-            "transaction_id": tid,
-            "card_id": f"card-{i % 50}",
-            "score": 0.01,
-            "flagged": False,
-            "threshold": 0.5,
-            "model_version": 0,
-            "event_time": "2026-11-22T12:00:00Z",
-            "scored_at": "2026-11-22T12:00:01Z",
-            "features": features,
-        }
+        score = score_record(tid, features, card_id=f"card-{i % 50}")
         label = {"transaction_id": tid, "is_fraud": fraud, "source": "investigation"}
         out.append((tid, orjson.dumps(score), orjson.dumps(label)))
     return out
