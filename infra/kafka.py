@@ -151,6 +151,17 @@ def produce_waiting(
             producer.poll(0.05)
 
 
+def ready_records(consumer: Consumer, timeout_s: float) -> list[Message]:
+    """The records readable now, errors left out: waits up to `timeout_s` for the first, then
+    takes those already fetched without waiting. `consume(n, t)` alone would hold fetched
+    records until `n` arrived or `t` ran out, and a reader that times arrivals would count
+    that wait."""
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [m for m in (first, *consumer.consume(10_000, 0)) if m.error() is None]
+
+
 def make_consumer(
     settings: Settings,
     group_id: str,

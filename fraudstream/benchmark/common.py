@@ -22,7 +22,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from fraudstream.benchmark.model import publish_trained_model
 from infra.config import Settings, Topics
-from infra.kafka import common_config, make_consumer, make_producer, produce_waiting
+from infra.kafka import (
+    common_config,
+    make_consumer,
+    make_producer,
+    produce_waiting,
+    ready_records,
+)
 from infra.signing import private_pem, public_pem, signing_key, verify_key
 from producer.generator import TransactionGenerator
 
@@ -190,17 +196,10 @@ class OutputReader:
         consumer.subscribe([self.topic])
         try:
             while not self._stop.is_set():
-                # poll() returns as soon as a record is there; consume() would hold the ones
-                # already fetched until its batch filled or its timeout ran out, and that wait
-                # would count as the target's latency.
-                first = consumer.poll(0.05)
-                if first is None:
-                    continue
-                msgs = [first, *consumer.consume(10000, 0)]
+                msgs = ready_records(consumer, 0.05)
                 now = time.time()
                 for m in msgs:
-                    if m.error() is None:
-                        self.arrivals.append((now, m.value() if self.keep_values else None))
+                    self.arrivals.append((now, m.value() if self.keep_values else None))
         finally:
             consumer.close()
 
