@@ -267,10 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     live.add_argument(
         "--score-timeout",
-        type=_positive(float),
+        type=_positive_duration,
         default=120.0,
-        metavar="S",
-        help="stop waiting for scores once none came for S seconds (default 120)",
+        metavar="T",
+        help="stop waiting for scores once none came for T: 2m, 45s or seconds (default 120)",
     )
     live.add_argument(
         "--mlflow", action="store_true", help="let the trainer log to MLflow (default: off)"
