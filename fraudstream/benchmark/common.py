@@ -31,6 +31,7 @@ from infra.kafka import (
 )
 from infra.signing import private_pem, public_pem, signing_key, verify_key
 from producer.generator import TransactionGenerator
+from schemas import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,25 @@ def records(n: int, seed: int = 7) -> list[dict[str, object]]:
     generator = TransactionGenerator(seed=seed, fraud_rate=0.01)
     t0 = datetime.now(UTC)
     return [generator.next(t0 + timedelta(milliseconds=i))[0] for i in range(n)]
+
+
+def score_and_label(
+    tx: Transaction, features: dict[str, float], is_fraud: bool
+) -> tuple[bytes, bytes]:
+    """A Score for `tx` as a scorer writes it (JSON) and an investigation label for it."""
+    score = {
+        "transaction_id": tx.transaction_id,
+        "card_id": tx.card_id,
+        "score": 0.01,
+        "flagged": False,
+        "threshold": 0.5,
+        "model_version": 0,
+        "event_time": tx.timestamp,
+        "scored_at": datetime.now(UTC),
+        "features": features,
+    }
+    label = {"transaction_id": tx.transaction_id, "is_fraud": is_fraud, "source": "investigation"}
+    return orjson.dumps(score), orjson.dumps(label)
 
 
 def preload(settings: Settings, topic: str, n: int, seed: int = 7) -> None:

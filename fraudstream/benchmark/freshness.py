@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import orjson
 
-from fraudstream.benchmark.common import measurement, percentile_ms, records
+from fraudstream.benchmark.common import measurement, percentile_ms, records, score_and_label
 from infra.config import Settings, Topics
 from infra.kafka import make_producer
 from infra.model_updates import ModelWatcher
@@ -63,26 +61,10 @@ def _delays(settings: Settings, topics: Topics, rate: float, duration_s: float) 
     sent_at: list[float] = []
 
     def send(i: int) -> None:
-        tx = txs[i]
-        key = tx.card_id.encode()
-        score = {
-            "transaction_id": tx.transaction_id,
-            "card_id": tx.card_id,
-            "score": 0.01,
-            "flagged": False,
-            "threshold": 0.5,
-            "model_version": 0,
-            "event_time": tx.timestamp,
-            "scored_at": datetime.now(UTC),
-            "features": features[i],
-        }
-        producer.produce(topics.scores, orjson.dumps(score), key)
-        label = {
-            "transaction_id": tx.transaction_id,
-            "is_fraud": i % 100 == 0,
-            "source": "investigation",
-        }
-        producer.produce(topics.labels, orjson.dumps(label), key)
+        score, label = score_and_label(txs[i], features[i], i % 100 == 0)
+        key = txs[i].card_id.encode()
+        producer.produce(topics.scores, score, key)
+        producer.produce(topics.labels, label, key)
         sent_at.append(time.time())
 
     try:
