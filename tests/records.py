@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any
 
 
@@ -19,4 +21,16 @@ def score_record(tid: str, features: Any, **fields: Any) -> dict[str, Any]:
         "scored_at": "2026-11-22T12:00:01Z",
         "features": features,
         **fields,
+    }
+
+
+def synthetic_features(rng: random.Random, fraud: bool) -> dict[str, float]:
+    """A Score's features where fraud is learnable: larger amounts, faster repeats."""
+    amount = rng.lognormvariate(5.5 if fraud else 3.5, 1.0)
+    return {
+        "amount": amount,
+        "log_amount": math.log1p(amount),
+        "log_seconds_since_last": rng.uniform(0, 3 if fraud else 8),
+        "hour": float(rng.randrange(24)),
+        f"merchant_category={rng.choice(['grocery', 'travel', 'online'])}": 1.0,
     }

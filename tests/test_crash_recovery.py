@@ -8,7 +8,6 @@ process mid-stream, restart it, and check the guarantees of README "Guarantees":
 
 from __future__ import annotations
 
-import math
 import random
 import re
 import subprocess
@@ -30,7 +29,7 @@ from producer.run import ProduceOptions, ProduceReport, run_producer
 from schemas.snapshot import Snapshot, decode_snapshot
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
-from tests.records import score_record
+from tests.records import score_record, synthetic_features
 
 pytestmark = pytest.mark.integration
 
@@ -236,14 +235,7 @@ def _synthetic_stream(seed: int) -> list[dict[str, Any]]:
         kind = rng.random()
         has_score, has_label = kind >= 0.05, kind < 0.05 or kind >= 0.20
         fraud = rng.random() < 0.1
-        amount = rng.lognormvariate(5.5 if fraud else 3.5, 1.0)
-        features = {
-            "amount": amount,
-            "log_amount": math.log1p(amount),
-            "log_seconds_since_last": rng.uniform(0, 3 if fraud else 8),
-            "hour": float(rng.randrange(24)),
-            f"merchant_category={rng.choice(['grocery', 'travel', 'online'])}": 1.0,
-        }
+        features = synthetic_features(rng, fraud)
         out.append(
             {
                 "tid": tid,

@@ -47,7 +47,7 @@ from schemas.snapshot import Snapshot, decode_snapshot
 from scorer.model import build_pipeline
 from tests.conftest import SettingsFactory, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
-from tests.records import score_record
+from tests.records import score_record, synthetic_features
 from trainer.lifecycle import Arena, Guardrails
 from trainer.quality import RollingQuality
 from trainer.run import Trainer
@@ -149,14 +149,7 @@ def synthetic_pairs(n: int, seed: int, prefix: str) -> list[tuple[str, bytes, by
     for i in range(n):
         tid = f"{prefix}-{i:05d}"
         fraud = rng.random() < 0.1
-        amount = rng.lognormvariate(5.5 if fraud else 3.5, 1.0)
-        features = {
-            "amount": amount,
-            "log_amount": math.log1p(amount),
-            "log_seconds_since_last": rng.uniform(0, 3 if fraud else 8),
-            "hour": float(rng.randrange(24)),
-            f"merchant_category={rng.choice(['grocery', 'travel', 'online'])}": 1.0,
-        }
+        features = synthetic_features(rng, fraud)
         score = score_record(tid, features, card_id=f"card-{i % 50}")
         label = {"transaction_id": tid, "is_fraud": fraud, "source": "investigation"}
         out.append((tid, orjson.dumps(score), orjson.dumps(label)))
