@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,13 +92,37 @@ def read_topic(
     return out
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    """Poll `condition` until it holds; fail naming `what` when `timeout_s` runs out."""
+def wait_for(
+    what: str,
+    condition: Callable[[], Any],
+    timeout_s: float,
+    procs: dict[Path, subprocess.Popen[bytes]] | None = None,
+    interval_s: float = 0.2,
+    detail: Callable[[], object] | None = None,
+) -> Any:
+    """Poll `condition` until it returns something truthy, and return that. Fail naming `what`
+    when `timeout_s` runs out (with `detail()`, or else the last result), or at once when one
+    of `procs` (log path -> process) has died; either way with the tails of their logs."""
+    procs = procs or {}
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while True:
+        result = condition()
+        if result:
+            return result
+        for log, proc in procs.items():
+            assert proc.poll() is None, f"{log.name}: process died\n{log.read_text()[-4000:]}"
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.2)
+            last = detail() if detail is not None else result
+            tails = "".join(f"\n--- {p.name}\n{p.read_text()[-4000:]}" for p in procs)
+            raise AssertionError(
+                f"timed out after {timeout_s:.0f} s waiting for {what}: {last!r}{tails}"
+            )
+        time.sleep(interval_s)
+
+
+def log_match(log: Path, pattern: str) -> re.Match[str] | None:
+    """The first match of `pattern` in a process's log (None before the log exists)."""
+    return re.search(pattern, log.read_text(errors="replace")) if log.exists() else None
 
 
 def metric_total(port: int, name: str) -> float:

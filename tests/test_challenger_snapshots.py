@@ -30,9 +30,9 @@ from scorer.features import FeatureBuilder
 from scorer.model import build_pipeline, predict_one
 from scorer.shadow import ShadowModels
 from tests.conftest import TEST_SIGNING_KEY, SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process
+from tests.kafka_helpers import fraudstream_process, wait_for
 from tests.records import score_record
-from tests.test_mlflow_lifecycle import Snapshots, publish_pairs, synthetic_pairs, wait_for
+from tests.test_mlflow_lifecycle import Snapshots, publish_pairs, synthetic_pairs
 from tests.test_model import _transactions
 from trainer.lifecycle import Arena
 from trainer.quality import RollingQuality

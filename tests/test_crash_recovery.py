@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
 import threading
-import time
 import urllib.request
 import uuid
 from collections import Counter
@@ -28,7 +26,7 @@ from infra.metrics import Metrics
 from producer.run import ProduceOptions, ProduceReport, run_producer
 from schemas.snapshot import Snapshot, decode_snapshot
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process, log_match, read_topic, wait_for
 from tests.records import score_record, synthetic_features
 
 pytestmark = pytest.mark.integration
@@ -80,31 +78,6 @@ class TopicTail:
         self.consumer.close()
 
 
-def _wait_for(
-    what: str,
-    condition: Any,
-    timeout_s: float,
-    procs: tuple[subprocess.Popen[bytes], ...] = (),
-    logs: tuple[Path, ...] = (),
-    interval_s: float = 0.05,
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        for proc, log in zip(procs, logs, strict=True):
-            assert proc.poll() is None, f"process died: {log.read_text()[-3000:]}"
-        if time.monotonic() >= deadline:
-            tails = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tails}")
-        time.sleep(interval_s)
-
-
-def _log_has(log: Path, pattern: str) -> re.Match[str] | None:
-    return re.search(pattern, log.read_text(errors="replace")) if log.exists() else None
-
-
 def _metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
@@ -143,16 +116,15 @@ def test_scorer_killed_mid_stream_restarts_without_gaps(
         with fraudstream_process(["score", "--metrics-port", "0"], env, log1) as first:
             # Produce once the scorer owns the partitions, so it is mid-stream when killed.
             pattern = rf"assigned {re.escape(settings.topics.transactions)}\["
-            _wait_for("scorer assignment", lambda: _log_has(log1, pattern), 60, (first,), (log1,))
+            wait_for("scorer assignment", lambda: log_match(log1, pattern), 60, {log1: first})
             producing.start()
             # Count records read, not high watermarks: Tansu reports watermarks below the
             # number of records actually in the partition.
-            _wait_for(
+            wait_for(
                 "first scores",
                 lambda: scores.read_count() >= 10_000,
                 60,
-                (first,),
-                (log1,),
+                {log1: first},
                 interval_s=0.0,
             )
             first.kill()  # SIGKILL: no flush, no final commit
@@ -176,7 +148,7 @@ def test_scorer_killed_mid_stream_restarts_without_gaps(
                 scores.drain(0.2)
                 return produced_ids <= {_tid(m) for m in scores.messages}
 
-            _wait_for("every transaction scored", all_scored, 90, (second,), (log2,), 0.2)
+            wait_for("every transaction scored", all_scored, 90, {log2: second}, 0.2)
         assert second.returncode == 0, log2.read_text()[-3000:]
     finally:
         scores.close()
@@ -304,12 +276,11 @@ def _train_until(
     try:
         args = ["train", "--no-mlflow", "--metrics-port", "0"]
         with fraudstream_process(args, env, log) as proc:
-            _wait_for(
+            wait_for(
                 f"a snapshot with {expected_learned} labels learned",
                 lambda: any(s.labels_learned >= expected_learned for s in _snapshots(tail)),
                 timeout_s,
-                (proc,),
-                (log,),
+                {log: proc},
                 0.2,
             )
         assert proc.returncode == 0, log.read_text()[-3000:]
@@ -377,31 +348,28 @@ def test_trainer_killed_and_restarted_learns_each_label_once(
         # No time-based snapshots: only every SNAPSHOT_EVERY_LABELS labels.
         with fraudstream_process(args, _trainer_env(a, 3600.0), log_a1) as first:
             _publish(a, stream, (0, SCORES_SPLIT), (0, LABELS_SPLIT))
-            match = _wait_for(
+            match = wait_for(
                 "metrics port",
-                lambda: _log_has(log_a1, r"metrics on http://127\.0\.0\.1:(\d+)/metrics"),
+                lambda: log_match(log_a1, r"metrics on http://127\.0\.0\.1:(\d+)/metrics"),
                 30,
-                (first,),
-                (log_a1,),
+                {log_a1: first},
             )
             port = int(match.group(1))
             learned = "fraudstream_labels_learned_total"
-            _wait_for(
+            wait_for(
                 f"{joined_half1} labels learned",
                 lambda: _metric(port, learned) >= joined_half1,
                 60,
-                (first,),
-                (log_a1,),
+                {log_a1: first},
                 0.1,
             )
-            _wait_for(
+            wait_for(
                 f"snapshot at {last_snapshot_before_kill} labels",
                 lambda: any(
                     s.labels_learned == last_snapshot_before_kill for s in _snapshots(tail)
                 ),
                 30,
-                (first,),
-                (log_a1,),
+                {log_a1: first},
             )
             assert _metric(port, learned) == joined_half1
             first.kill()  # SIGKILL: no final snapshot
@@ -468,12 +436,11 @@ def test_trainer_killed_twice_while_catching_up_learns_each_label_once(
     try:
         # Run 1 learns A; snapshot S1: processed scores filler+1, labels 2; resume 0 and 0.
         with fraudstream_process(args, _trainer_env(settings, 0.5, 5000), logs[0]) as run1:
-            _wait_for(
+            wait_for(
                 "snapshot S1",
                 lambda: any(s.labels_learned == 1 for s in _snapshots(tail)),
                 60,
-                (run1,),
-                (logs[0],),
+                {logs[0]: run1},
                 0.1,
             )
             run1.kill()
@@ -489,23 +456,21 @@ def test_trainer_killed_twice_while_catching_up_learns_each_label_once(
             send(topics.labels, _label_json(f"f{i}", i % 10 == 0))
         assert producer.flush(30) == 0
         with fraudstream_process(args, _trainer_env(settings, 3600.0, 1), logs[1]) as run2:
-            match = _wait_for(
+            match = wait_for(
                 "metrics port",
-                lambda: _log_has(logs[1], r"metrics on http://127\.0\.0\.1:(\d+)/metrics"),
+                lambda: log_match(logs[1], r"metrics on http://127\.0\.0\.1:(\d+)/metrics"),
                 30,
-                (run2,),
-                (logs[1],),
+                {logs[1]: run2},
             )
             port = int(match.group(1))
-            _wait_for(
+            wait_for(
                 f"{k} labels learned and a snapshot",
                 lambda: (
                     _metric(port, "fraudstream_labels_learned_total") >= k
                     and len(_snapshots(tail)) >= 2
                 ),
                 60,
-                (run2,),
-                (logs[1],),
+                {logs[1]: run2},
                 0.1,
             )
             run2.kill()

@@ -25,9 +25,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import cloudpickle
 import mlflow
@@ -46,7 +44,7 @@ from producer.run import ProduceOptions, run_producer
 from schemas.snapshot import Snapshot, decode_snapshot
 from scorer.model import build_pipeline
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process, read_topic, wait_for
 from tests.records import score_record, synthetic_features
 from trainer.lifecycle import Arena, Guardrails
 from trainer.quality import RollingQuality
@@ -61,28 +59,6 @@ pytestmark = pytest.mark.integration
 
 def _no_unpickling(*args: object, **kwargs: object) -> object:
     raise AssertionError("something was unpickled")
-
-
-def wait_for(
-    what: str,
-    condition: Callable[[], Any],
-    timeout_s: float,
-    procs: dict[Path, subprocess.Popen[bytes]] | None = None,
-    interval_s: float = 0.2,
-) -> Any:
-    """Poll `condition` until truthy; fail with the logs of `procs` (log path -> process)."""
-    procs = procs or {}
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        for log, proc in procs.items():
-            assert proc.poll() is None, f"{log.name}: process died\n{log.read_text()[-4000:]}"
-        if time.monotonic() >= deadline:
-            tails = "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in procs)
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tails}")
-        time.sleep(interval_s)
 
 
 def log_count(log: Path, pattern: str) -> int:
