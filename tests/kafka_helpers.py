@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Message
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from infra.config import Settings
 
@@ -60,6 +60,24 @@ def run_bench(bootstrap: str, work_dir: Path, *args: str) -> tuple[str, dict[str
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout, orjson.loads(out.read_bytes())["results"]
+
+
+def topic_reader(settings: Settings, topic: str, **config: object) -> Consumer:
+    """A consumer assigned every partition of `topic` from its beginning, in no group: polling
+    tests read with it, since each group join costs seconds. `config` adds client settings."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "group.id": f"test-tail-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+            "fetch.message.max.bytes": 64 * 1024 * 1024,
+            **config,
+        }
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)])
+    return consumer
 
 
 def read_topic(

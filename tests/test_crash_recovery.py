@@ -12,21 +12,20 @@ import random
 import re
 import threading
 import urllib.request
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 
 from infra.config import Settings
 from infra.metrics import Metrics
 from producer.run import ProduceOptions, ProduceReport, run_producer
 from schemas.snapshot import Snapshot, decode_snapshot
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, log_match, read_topic, wait_for
+from tests.kafka_helpers import fraudstream_process, log_match, read_topic, topic_reader, wait_for
 from tests.records import score_record, synthetic_features
 
 pytestmark = pytest.mark.integration
@@ -41,18 +40,7 @@ class TopicTail:
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap,
-                "group.id": f"test-tail-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,
-                "fetch.message.max.bytes": 64 * 1024 * 1024,
-            }
-        )
-        md = self.consumer.list_topics(topic, timeout=10)
-        self.partitions = sorted(md.topics[topic].partitions)
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self.partitions])
+        self.consumer = topic_reader(settings, topic)
         self.messages: list[Message] = []
 
     def drain(self, timeout_s: float = 0.5) -> list[Message]:

@@ -33,7 +33,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 
 from infra.broker import EmbeddedBroker
 from infra.config import Settings, load_settings
@@ -44,7 +44,7 @@ from producer.run import ProduceOptions, run_producer
 from schemas.snapshot import Snapshot, decode_snapshot
 from scorer.model import build_pipeline
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic, wait_for
+from tests.kafka_helpers import fraudstream_process, read_topic, topic_reader, wait_for
 from tests.records import score_record, synthetic_features
 from trainer.lifecycle import Arena, Guardrails
 from trainer.quality import RollingQuality
@@ -87,17 +87,7 @@ class Snapshots:
 
     def __init__(self, settings: Settings) -> None:
         topic = settings.topics.model_updates
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap,
-                "group.id": f"test-snapshots-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,
-                "fetch.message.max.bytes": 64 * 1024 * 1024,
-                "enable.partition.eof": True,
-            }
-        )
-        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self.consumer = topic_reader(settings, topic, **{"enable.partition.eof": True})
         self.all: list[Snapshot] = []
         self.at_end = False
 
