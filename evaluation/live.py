@@ -38,7 +38,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -55,13 +54,13 @@ from core.errors import FraudstreamError
 from evaluation.live_report import Served, grade, render
 from evaluation.replay import build_features, run_learners
 from evaluation.report import ReportOptions
-from evaluation.run import EvaluateOptions, load_stream
+from evaluation.run import EvaluateOptions, Evaluation, load_stream
 from evaluation.streams import Stream, iso
 from fraudstream.live import Scraper
 from fraudstream.up import EMBEDDED_FETCH_WAIT_MS, Child, snapshot_keys
 from infra.broker import EmbeddedBroker, free_port
 from infra.config import Settings, Topics
-from infra.kafka import check_reachable, common_config, make_producer
+from infra.kafka import check_reachable, common_config, make_producer, produce_waiting
 from infra.topics import create_topics
 
 log = logging.getLogger(__name__)
@@ -93,10 +92,7 @@ class LiveOptions:
 
 
 @dataclass
-class LiveEvaluation:
-    report: dict[str, Any]
-    markdown: str
-    files: dict[str, Path]
+class LiveEvaluation(Evaluation):
     complete: bool  # every transaction was scored
 
 
@@ -194,15 +190,6 @@ def stream_records(stream: Stream, source: str = "investigation") -> Records:
             }
             values.append(orjson.dumps(label))
     return Records(kinds[order], rows[order], keys, values)
-
-
-def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key)
-            return
-        except BufferError:
-            producer.poll(0.05)
 
 
 # ------------------------------------------------------------------------------- the run
@@ -360,7 +347,7 @@ class LiveRun:
                     due = sent + burst
                 first = sent
                 while sent < due:
-                    _produce(producer, topics[kinds[sent]], keys[sent], values[sent])
+                    produce_waiting(producer, topics[kinds[sent]], values[sent], keys[sent])
                     sent += 1
                 sent_at[first:sent] = time.time()
                 producer.poll(0)

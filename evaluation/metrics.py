@@ -12,6 +12,13 @@ import math
 import numpy as np
 
 
+def _classes(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """`y` as bools, `s` as floats, and the counts of fraud and legit."""
+    y = np.asarray(y, dtype=bool)
+    n1 = int(y.sum())
+    return y, np.asarray(s, dtype=np.float64), n1, len(y) - n1
+
+
 def _curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative true and false positives at each distinct threshold, highest first."""
     order = np.argsort(-s, kind="mergesort")
@@ -24,10 +31,7 @@ def _curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    y = np.asarray(y, dtype=bool)
-    s = np.asarray(s, dtype=np.float64)
-    n1 = int(y.sum())
-    n0 = len(y) - n1
+    y, s, n1, n0 = _classes(y, s)
     if n1 == 0 or n0 == 0:
         return math.nan
     order = np.argsort(s, kind="mergesort")
@@ -39,10 +43,8 @@ def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def average_precision(y: np.ndarray, s: np.ndarray) -> float:
-    y = np.asarray(y, dtype=bool)
-    s = np.asarray(s, dtype=np.float64)
-    n1 = int(y.sum())
-    if n1 == 0 or n1 == len(y):
+    y, s, n1, n0 = _classes(y, s)
+    if n1 == 0 or n0 == 0:
         return math.nan
     tp, fp = _curve(y, s)
     precision = tp / (tp + fp)
@@ -52,10 +54,7 @@ def average_precision(y: np.ndarray, s: np.ndarray) -> float:
 
 def recall_at_fpr(y: np.ndarray, s: np.ndarray, fpr: float) -> float:
     """Best recall among thresholds whose false-positive rate is at most `fpr`."""
-    y = np.asarray(y, dtype=bool)
-    s = np.asarray(s, dtype=np.float64)
-    n1 = int(y.sum())
-    n0 = len(y) - n1
+    y, s, n1, n0 = _classes(y, s)
     if n1 == 0 or n0 == 0:
         return math.nan
     tp, fp = _curve(y, s)

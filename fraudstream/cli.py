@@ -9,13 +9,17 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from core.durations import parse_duration
 from core.errors import FraudstreamError
 from infra.config import ConfigError, Settings, load_settings
 
+if TYPE_CHECKING:
+    from evaluation.run import Evaluation
+
 log = logging.getLogger("fraudstream")
+E = TypeVar("E", bound="Evaluation")
 
 
 class UsageError(FraudstreamError):
@@ -263,10 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     live.add_argument(
         "--score-timeout",
-        type=_positive(float),
+        type=_positive_duration,
         default=120.0,
-        metavar="S",
-        help="stop waiting for scores once none came for S seconds (default 120)",
+        metavar="T",
+        help="stop waiting for scores once none came for T: 2m, 45s or seconds (default 120)",
     )
     live.add_argument(
         "--mlflow", action="store_true", help="let the trainer log to MLflow (default: off)"
@@ -556,13 +560,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     if args.live:
         return _evaluate_live(args, settings, options)
+    _evaluation(lambda: run_evaluation(options, on_error=_print_error), StreamError)
+    return 0
+
+
+def _print_error(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _evaluation(run: Callable[[], E], *errors: type[Exception]) -> E:
+    """Run an evaluation, print its report and the files it wrote; its `errors` become one-line
+    usage errors."""
     try:
-        result = run_evaluation(options, on_error=lambda m: print(m, file=sys.stderr))
-    except StreamError as exc:
+        result = run()
+    except errors as exc:
         raise UsageError(str(exc)) from None
     print(result.markdown)
     print("wrote " + ", ".join(str(p) for p in result.files.values()))
-    return 0
+    return result
 
 
 def _evaluate_live(args: argparse.Namespace, settings: Settings, options: Any) -> int:
@@ -585,12 +600,9 @@ def _evaluate_live(args: argparse.Namespace, settings: Settings, options: Any) -
         raise KeyboardInterrupt  # unwinds through run_live, which stops what it started
 
     signal.signal(signal.SIGTERM, interrupt)
-    try:
-        result = run_live(settings, live, on_error=lambda m: print(m, file=sys.stderr))
-    except (StreamError, LiveError) as exc:
-        raise UsageError(str(exc)) from None
-    print(result.markdown)
-    print("wrote " + ", ".join(str(p) for p in result.files.values()))
+    result = _evaluation(
+        lambda: run_live(settings, live, on_error=_print_error), StreamError, LiveError
+    )
     if not result.complete:
         print(
             f"fraudstream: error: {result.report['served']['unscored']} transactions were "

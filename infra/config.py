@@ -45,6 +45,7 @@ class ConfigError(FraudstreamError, ValueError):
 
 # Every duration setting: plain seconds or "90d", "168h", "30m", "45s".
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+WholeSeconds = Annotated[int, BeforeValidator(parse_duration)]
 
 
 class Topics(BaseModel):
@@ -114,7 +115,7 @@ class RegistrySettings(BaseModel):
     # With model-updates empty (a new or restarted broker), start from the champion.
     warm_start: bool = True
     # Per HTTP request to a tracking server (one retry); a server down never blocks learning.
-    request_timeout_s: Annotated[int, BeforeValidator(parse_duration)] = Field(10, ge=1)
+    request_timeout_s: WholeSeconds = Field(10, ge=1)
 
 
 class GuardrailSettings(BaseModel):
@@ -194,7 +195,7 @@ class LabelSettings(BaseModel):
     # Per-source token bucket, by trust level: labels/s (0: unlimited) and burst (seconds of
     # that rate the bucket holds). The clock is the labels' own record timestamps.
     rate_per_s: dict[TrustLevel, float] = Field(default_factory=lambda: dict(DEFAULT_RATES))
-    burst_s: float = Field(60.0, gt=0)
+    burst_s: Seconds = Field(60.0, gt=0)
     # Refused labels (unconfigured source, no source, over the rate) go to `labels.dlq`.
     dead_letter_refused: bool = True
     # Distinct refused source names counted by name in metrics; the rest as "(other)".
@@ -249,7 +250,7 @@ class ApiSettings(BaseModel):
     # Signs access tokens (HS256). Unset: a random key per process, so a token is honoured
     # only by the replica that issued it; set one shared key for several replicas.
     token_key: SecretStr | None = None
-    token_ttl_s: int = Field(900, ge=10, le=86_400)
+    token_ttl_s: WholeSeconds = Field(900, ge=10, le=86_400)
     rate_per_s: float = Field(200.0, gt=0)
     burst: int = Field(400, ge=1)
     # Recent Scores kept by each replica for GET /v1/scores/{id} (every replica reads every

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from core.errors import FraudstreamError
@@ -132,6 +132,34 @@ def parse_lag(stats_json: str, group: str, on_lag: LagCallback) -> None:
 def make_producer(settings: Settings, name: str, **overrides: Any) -> Producer:
     errors = ErrorLogger(name)
     return Producer(producer_config(settings, error_cb=errors, **overrides))
+
+
+def produce_waiting(
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | None,
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+) -> None:
+    """Produce one record; while the local queue is full, serve deliveries until it fits
+    (back-pressure on the caller, never a dropped record)."""
+    while True:
+        try:
+            producer.produce(topic, value, key, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def ready_records(consumer: Consumer, timeout_s: float) -> list[Message]:
+    """The records readable now, errors left out: waits up to `timeout_s` for the first, then
+    takes those already fetched without waiting. `consume(n, t)` alone would hold fetched
+    records until `n` arrived or `t` ran out, and a reader that times arrivals would count
+    that wait."""
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [m for m in (first, *consumer.consume(10_000, 0)) if m.error() is None]
 
 
 def make_consumer(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -42,16 +43,13 @@ def _raw_or_pem(text: str) -> tuple[bytes | None, bytes | None]:
 
 
 def parse_private_key(text: str, where: str) -> Ed25519PrivateKey:
-    raw, pem = _raw_or_pem(text)
-    try:
-        if raw is not None:
-            return Ed25519PrivateKey.from_private_bytes(raw)
-        if pem is not None:
-            key = serialization.load_pem_private_key(pem, password=None)
-            if isinstance(key, Ed25519PrivateKey):
-                return key
-    except (ValueError, TypeError):
-        pass
+    key = _parse_key(
+        text,
+        Ed25519PrivateKey.from_private_bytes,
+        lambda pem: serialization.load_pem_private_key(pem, password=None),
+    )
+    if isinstance(key, Ed25519PrivateKey):
+        return key
     raise ConfigError(
         f"{where} is not an Ed25519 private key (PEM, or base64 of its 32 bytes): "
         "make one with `fraudstream keys generate`"
@@ -59,20 +57,29 @@ def parse_private_key(text: str, where: str) -> Ed25519PrivateKey:
 
 
 def parse_public_key(text: str, where: str) -> Ed25519PublicKey:
-    raw, pem = _raw_or_pem(text)
-    try:
-        if raw is not None:
-            return Ed25519PublicKey.from_public_bytes(raw)
-        if pem is not None:
-            key = serialization.load_pem_public_key(pem)
-            if isinstance(key, Ed25519PublicKey):
-                return key
-    except (ValueError, TypeError):
-        pass
+    key = _parse_key(text, Ed25519PublicKey.from_public_bytes, serialization.load_pem_public_key)
+    if isinstance(key, Ed25519PublicKey):
+        return key
     raise ConfigError(
         f"{where} is not an Ed25519 public key (PEM, or base64 of its 32 bytes): "
         "make a pair with `fraudstream keys generate`"
     )
+
+
+def _parse_key(
+    text: str, from_raw: Callable[[bytes], object], from_pem: Callable[[bytes], object]
+) -> object:
+    """The key in `text` (raw base64 or PEM), None when it holds none; the caller checks the
+    type, since a PEM may hold a key of another algorithm."""
+    raw, pem = _raw_or_pem(text)
+    try:
+        if raw is not None:
+            return from_raw(raw)
+        if pem is not None:
+            return from_pem(pem)
+    except (ValueError, TypeError):
+        pass
+    return None
 
 
 def _read(path: Path, env: str) -> str:

@@ -32,7 +32,7 @@ from core.codec import DecodeError, decode_label, dumps, encode
 from core.contracts import Label
 from core.errors import FraudstreamError
 from infra.config import Settings
-from infra.kafka import check_reachable, make_producer
+from infra.kafka import check_reachable, make_producer, produce_waiting
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,13 @@ def replay_labels(
             else:
                 if rate is not None:
                     _pace(producer, start + produced / rate)
-                _produce(producer, target, label, delivered(lineno))
+                produce_waiting(
+                    producer,
+                    target,
+                    encode(label),
+                    label.transaction_id.encode(),
+                    delivered(lineno),
+                )
                 produced += 1
             producer.poll(0)  # serve delivery callbacks so the local queue keeps draining
             bar.update(task, completed=lineno)
@@ -322,15 +328,3 @@ def _pace(producer: Any, due: float) -> None:
     # rate is exact and there is no drift or burst; poll() doubles as the sleep.
     while (wait := due - time.monotonic()) > 0:
         producer.poll(min(wait, PACE_STEP_S))
-
-
-def _produce(producer: Any, topic: str, label: Label, on_delivery: Any) -> None:
-    key = label.transaction_id.encode()
-    value = encode(label)
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-            return
-        except BufferError:
-            # Local queue full: wait for some deliveries instead of dropping the label.
-            producer.poll(0.1)

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from confluent_kafka import Producer
 
 from infra.config import Settings
-from infra.kafka import make_producer
+from infra.kafka import make_producer, produce_waiting
 from infra.metrics import Metrics
 from producer.generator import TransactionGenerator
 
@@ -70,7 +69,7 @@ def run_producer(
     def due_labels(now: float) -> None:
         while pending_labels and pending_labels[0][0] <= now:
             _, _, key, value = heapq.heappop(pending_labels)
-            _produce(producer, topics.labels, key, value)
+            produce_waiting(producer, topics.labels, value, key)
             report.labels += 1
             metrics.labels_produced.inc()
 
@@ -95,11 +94,11 @@ def run_producer(
                 for _ in range(n):
                     record, is_fraud = generator.next(event_time)
                     tid = record["transaction_id"]
-                    _produce(
+                    produce_waiting(
                         producer,
                         topics.transactions,
-                        record["card_id"].encode(),
                         orjson.dumps(record),
+                        record["card_id"].encode(),
                     )
                     report.transactions += 1
                     report.frauds += is_fraud
@@ -141,12 +140,3 @@ def run_producer(
         report.labels,
     )
     return report
-
-
-def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
-    while True:
-        try:
-            producer.produce(topic, value, key)
-            return
-        except BufferError:
-            producer.poll(0.05)

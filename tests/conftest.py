@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,32 +59,41 @@ def snapshot_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     _set_test_keys(monkeypatch)
 
 
+def isolated_settings(
+    bootstrap: str, work_dir: Path, partitions: int = 4, **overrides: Any
+) -> Settings:
+    """Settings on the test broker with uuid topic names and groups, topics created; `scorer`
+    and `trainer` overrides are merged with the uuid group ids."""
+    suffix = uuid.uuid4().hex[:10]
+    topics = Topics(**{name: f"{value}-{suffix}" for name, value in Topics().model_dump().items()})
+    settings = load_settings(
+        bootstrap_servers=bootstrap,
+        partitions=partitions,
+        topics=topics.model_dump(),
+        mlflow_tracking_uri=f"sqlite:///{work_dir}/mlflow-{suffix}.db",
+        scorer={"group_id": f"scorer-{suffix}", **overrides.pop("scorer", {})},
+        trainer={"group_id": f"trainer-{suffix}", **overrides.pop("trainer", {})},
+        **overrides,
+    )
+    create_topics(settings)
+    return settings
+
+
 @pytest.fixture
 def make_settings(
-    bootstrap: str, tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> SettingsFactory:
-    """Settings on the test broker with uuid topic names and groups, topics created."""
+    """Settings on the test broker with uuid topic names and groups, topics created; the
+    environment holds no FRAUDSTREAM_ setting but the test keys."""
     for key in list(os.environ):
         if key.startswith("FRAUDSTREAM_") and not key.startswith("FRAUDSTREAM_TEST_"):
             monkeypatch.delenv(key)
     _set_test_keys(monkeypatch)
 
     def factory(partitions: int = 4, **overrides: object) -> Settings:
-        suffix = uuid.uuid4().hex[:10]
-        topics = Topics(
-            **{name: f"{value}-{suffix}" for name, value in Topics().model_dump().items()}
+        return isolated_settings(
+            bootstrap, tmp_path, partitions, trainer={"snapshot_every_s": 1.0}, **overrides
         )
-        settings = load_settings(
-            bootstrap_servers=bootstrap,
-            partitions=partitions,
-            topics=topics.model_dump(),
-            mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow-{suffix}.db",
-            scorer={"group_id": f"scorer-{suffix}"},
-            trainer={"group_id": f"trainer-{suffix}", "snapshot_every_s": 1.0},
-            **overrides,
-        )
-        create_topics(settings)
-        return settings
 
     return factory
 

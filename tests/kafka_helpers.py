@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,8 +12,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, Message
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from infra.config import Settings
 
@@ -38,6 +42,42 @@ def fraudstream_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def run_bench(bootstrap: str, work_dir: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    """`fraudstream bench ARGS` on the test broker, outside any FRAUDSTREAM_ environment: its
+    printed report and the `results` of its JSON report (fails the test if it fails)."""
+    out = work_dir / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "fraudstream.cli", "bench", "--bootstrap-servers", bootstrap,
+         "--json", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=work_dir,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout, orjson.loads(out.read_bytes())["results"]
+
+
+def topic_reader(settings: Settings, topic: str, **config: object) -> Consumer:
+    """A consumer assigned every partition of `topic` from its beginning, in no group: polling
+    tests read with it, since each group join costs seconds. `config` adds client settings."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap,
+            "group.id": f"test-tail-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 50,
+            "fetch.message.max.bytes": 64 * 1024 * 1024,
+            **config,
+        }
+    )
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)])
+    return consumer
 
 
 def read_topic(
@@ -70,13 +110,37 @@ def read_topic(
     return out
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> None:
-    """Poll `condition` until it holds; fail naming `what` when `timeout_s` runs out."""
+def wait_for(
+    what: str,
+    condition: Callable[[], Any],
+    timeout_s: float,
+    procs: dict[Path, subprocess.Popen[bytes]] | None = None,
+    interval_s: float = 0.2,
+    detail: Callable[[], object] | None = None,
+) -> Any:
+    """Poll `condition` until it returns something truthy, and return that. Fail naming `what`
+    when `timeout_s` runs out (with `detail()`, or else the last result), or at once when one
+    of `procs` (log path -> process) has died; either way with the tails of their logs."""
+    procs = procs or {}
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while True:
+        result = condition()
+        if result:
+            return result
+        for log, proc in procs.items():
+            assert proc.poll() is None, f"{log.name}: process died\n{log.read_text()[-4000:]}"
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.2)
+            last = detail() if detail is not None else result
+            tails = "".join(f"\n--- {p.name}\n{p.read_text()[-4000:]}" for p in procs)
+            raise AssertionError(
+                f"timed out after {timeout_s:.0f} s waiting for {what}: {last!r}{tails}"
+            )
+        time.sleep(interval_s)
+
+
+def log_match(log: Path, pattern: str) -> re.Match[str] | None:
+    """The first match of `pattern` in a process's log (None before the log exists)."""
+    return re.search(pattern, log.read_text(errors="replace")) if log.exists() else None
 
 
 def metric_total(port: int, name: str) -> float:

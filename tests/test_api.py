@@ -23,9 +23,8 @@ import pytest
 from fraudstream.api.auth import AUDIENCE, ISSUER, hash_secret
 from fraudstream.benchmark.model import publish_trained_model
 from infra.broker import free_port
-from infra.config import Settings, Topics, load_settings
-from infra.topics import create_topics
-from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, settings_env
+from infra.config import Settings
+from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, isolated_settings, settings_env
 from tests.kafka_helpers import fraudstream_process, read_topic
 
 pytestmark = pytest.mark.integration
@@ -97,22 +96,13 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api_settings(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    suffix = uuid.uuid4().hex[:10]
-    topics = Topics(**{name: f"{value}-{suffix}" for name, value in Topics().model_dump().items()})
-    tmp = tmp_path_factory.mktemp("api")
-    settings = load_settings(
-        bootstrap_servers=bootstrap,
-        partitions=4,
-        topics=topics.model_dump(),
-        mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db",
-        scorer={"group_id": f"scorer-{suffix}"},
-        trainer={"group_id": f"trainer-{suffix}"},
+    return isolated_settings(
+        bootstrap,
+        tmp_path_factory.mktemp("api"),
         # Module-scoped: the per-test key fixture is not active yet.
         snapshot_signing_key=TEST_SIGNING_KEY,
         snapshot_verify_key=TEST_VERIFY_KEY,
     )
-    create_topics(settings)
-    return settings
 
 
 def _api_env(settings: Settings, port: int, **extra: str) -> dict[str, str]:

@@ -6,58 +6,24 @@ what it claims: records delivered, ratios from the same run, delays that are not
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import orjson
 import pytest
+
+from tests.kafka_helpers import run_bench
 
 pytestmark = pytest.mark.integration
 
 
 def test_bench_parts_report_consistent_figures(bootstrap: str, tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fraudstream.cli",
-            "bench",
-            "--bootstrap-servers",
-            bootstrap,
-            "--records",
-            "3000",
-            "--rounds",
-            "1",
-            "--partitions",
-            "2",
-            "--cards",
-            "20000",
-            "--trainer-labels",
-            "2000",
-            "--latency-seconds",
-            "2",
-            "--json",
-            str(out),
-            "--only",
-            "throughput",
-            "latency",
-            "memory",
-            "trainer",
-            "freshness",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "scorer / ceiling" in run.stdout
-    results = orjson.loads(out.read_bytes())["results"]
+    stdout, results = run_bench(
+        bootstrap,
+        tmp_path,
+        "--records", "3000", "--rounds", "1", "--partitions", "2", "--cards", "20000",
+        "--trainer-labels", "2000", "--latency-seconds", "2",
+        "--only", "throughput", "latency", "memory", "trainer", "freshness",
+    )  # fmt: skip
+    assert "scorer / ceiling" in stdout
 
     t = results["throughput"]
     assert t["passthrough_median"] > 0 and t["scorer_median"] > 0

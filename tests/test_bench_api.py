@@ -3,15 +3,12 @@ API process and reports consistent figures (no speed is asserted: shared, noisy 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import orjson
 import pytest
 
 from fraudstream.benchmark.api import CONCURRENCIES, LIGHT_LOAD
+from tests.kafka_helpers import run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -19,36 +16,13 @@ pytestmark = pytest.mark.integration
 def test_api_bench_reports_rates_and_latencies_beside_kafka_only(
     bootstrap: str, tmp_path: Path
 ) -> None:
-    out = tmp_path / "bench.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fraudstream.cli",
-            "bench",
-            "--bootstrap-servers",
-            bootstrap,
-            "--records",
-            "100",
-            "--partitions",
-            "2",
-            "--latency-seconds",
-            "1",
-            "--json",
-            str(out),
-            "--only",
-            "api",
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "HTTP API, request -> Score" in run.stdout
-    api = orjson.loads(out.read_bytes())["results"]["api"]
+    stdout, results = run_bench(
+        bootstrap,
+        tmp_path,
+        "--records", "100", "--partitions", "2", "--latency-seconds", "1", "--only", "api",
+    )  # fmt: skip
+    assert "HTTP API, request -> Score" in stdout
+    api = results["api"]
 
     levels = api["levels"]
     assert [level["concurrency"] for level in levels] == list(CONCURRENCIES)

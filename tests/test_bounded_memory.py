@@ -3,7 +3,6 @@ distinct cards and unjoined labels arrive; what is dropped is counted."""
 
 from __future__ import annotations
 
-import time
 import urllib.request
 
 import orjson
@@ -13,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.broker import free_port
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process
+from tests.kafka_helpers import fraudstream_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +37,16 @@ def _rss_kib(pid: int) -> int:
 
 
 def _wait(port: int, key: str, target: float, timeout_s: float = 60) -> dict[str, float]:
-    deadline = time.monotonic() + timeout_s
-    samples: dict[str, float] = {}
-    while time.monotonic() < deadline:
+    """The process's metrics once `key` has reached `target`."""
+
+    def reached() -> dict[str, float] | None:
         try:
             samples = _samples(port)
         except OSError:  # not serving yet
-            time.sleep(0.5)
-            continue
-        if samples.get(key, 0) >= target:
-            return samples
-        time.sleep(0.5)
-    raise AssertionError(f"{key} never reached {target}: {samples.get(key)}")
+            return None
+        return samples if samples.get(key, 0) >= target else None
+
+    return wait_for(f"{key} to reach {target}", reached, timeout_s, interval_s=0.5)
 
 
 def _tx(i: int) -> bytes:
@@ -64,6 +61,15 @@ def _tx(i: int) -> bytes:
     )
 
 
+def _publish_cards(producer: Producer, topic: str, cards: range) -> None:
+    """One transaction for each of `cards`, each card its own."""
+    for i in cards:
+        producer.produce(topic, _tx(i), f"card-{i}".encode())
+        if i % 5000 == 0:
+            producer.poll(0)
+    producer.flush(30)
+
+
 def test_card_state_stays_bounded(make_settings: SettingsFactory, tmp_path) -> None:
     settings = make_settings(partitions=2)
     env = {**settings_env(settings), "FRAUDSTREAM_SCORER__MAX_CARDS": "1000"}
@@ -71,18 +77,10 @@ def test_card_state_stays_bounded(make_settings: SettingsFactory, tmp_path) -> N
     outside = Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 20})
     n = 30_000
     with fraudstream_process(["score", "--metrics-port", str(port)], env, tmp_path / "s.log") as p:
-        for i in range(n):
-            outside.produce(settings.topics.transactions, _tx(i), f"card-{i}".encode())
-            if i % 5000 == 0:
-                outside.poll(0)
-        outside.flush(30)
+        _publish_cards(outside, settings.topics.transactions, range(n))
         first = _wait(port, "fraudstream_transactions_scored_total", n)
         rss_first = _rss_kib(p.pid)
-        for i in range(n, 2 * n):
-            outside.produce(settings.topics.transactions, _tx(i), f"card-{i}".encode())
-            if i % 5000 == 0:
-                outside.poll(0)
-        outside.flush(30)
+        _publish_cards(outside, settings.topics.transactions, range(n, 2 * n))
         second = _wait(port, "fraudstream_transactions_scored_total", 2 * n)
         rss_second = _rss_kib(p.pid)
 

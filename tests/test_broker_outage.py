@@ -13,7 +13,7 @@ from infra.config import load_settings
 from infra.signing import SIGNING_ENV, VERIFY_ENV
 from infra.topics import create_topics
 from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic, wait_until
+from tests.kafka_helpers import fraudstream_process, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +54,10 @@ def test_processes_survive_a_broker_restart(tmp_path, monkeypatch) -> None:
 
             broker.stop()
             # Down until every process has noticed (and logged) the outage.
-            wait_until(
+            wait_for(
+                "every process to notice the outage",
                 lambda: all(_DISCONNECTED.search(path.read_text()) for path in logs.values()),
                 60,
-                "every process to notice the outage",
             )
             broker.start()
             # Memory storage: the topics are gone with the old broker; an operator recreates them.

@@ -30,8 +30,9 @@ from infra.config import Settings, load_settings
 from infra.metrics import Metrics
 from infra.signing import parse_private_key, sign, verify
 from tests.conftest import TEST_SIGNING_KEY, SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process
-from tests.test_mlflow_lifecycle import Snapshots, publish_pairs, synthetic_pairs, wait_for
+from tests.kafka_helpers import fraudstream_process, wait_for
+from tests.records import score_record
+from tests.test_mlflow_lifecycle import Snapshots, publish_pairs, synthetic_pairs
 from tests.test_model_compiled_mirror import _transactions
 from trainer.arena import Arena, arena_of
 from trainer.quality import RollingQuality
@@ -248,17 +249,7 @@ def test_shadow_scores_agree_with_river_to_1e_9() -> None:
     assert len(per_record) == len(batch)
     assert per_record[5] == {"steady": pytest.approx(reference[5], abs=1e-9)}
     # The Score wire field: optional, old records parse without it.
-    record = {
-        "transaction_id": "t",
-        "card_id": "c",
-        "score": 0.1,
-        "flagged": False,
-        "threshold": 0.5,
-        "model_version": 1,
-        "event_time": "2026-11-22T12:00:00Z",
-        "scored_at": "2026-11-22T12:00:01Z",
-        "features": batch.row_dict(5),
-    }
+    record = score_record("t", batch.row_dict(5))
     assert decode_score(orjson.dumps(record)).challenger_scores is None
     shadowed = decode_score(orjson.dumps({**record, "challenger_scores": per_record[5]}))
     assert shadowed.challenger_scores == per_record[5]

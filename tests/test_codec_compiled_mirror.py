@@ -31,6 +31,7 @@ from core.codec_compiled import (
 )
 from core.codec_msgspec import TRANSACTION_DECODER, FastTransaction
 from producer.generator import TransactionGenerator
+from tests.strategies import json_bytes, json_values, near_valid_transactions
 
 COLUMNS = {
     TX_ID: "transaction_id",
@@ -506,38 +507,14 @@ def hostile_records(draw: st.DrawFn) -> bytes:
     return bytes(raw)
 
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=10,
-)
-near_valid = st.fixed_dictionaries(
-    {
-        "transaction_id": st.text(max_size=10) | json_scalars,
-        "card_id": st.sampled_from(["c1", "c2", "c3"]) | json_scalars,
-        "amount": st.floats(allow_nan=True, allow_infinity=True) | st.integers() | json_scalars,
-        "merchant_category": st.sampled_from(["grocery", "travel"]) | json_scalars,
-        "timestamp": stamps | json_scalars,
-    },
-    optional={"country": json_scalars, "channel": json_scalars, "extra": json_values},
-)
-
-
-def _encode(obj: object) -> bytes:
-    try:
-        return orjson.dumps(obj)
-    except (TypeError, orjson.JSONEncodeError):
-        return repr(obj).encode()
+near_valid = near_valid_transactions(stamps)
 
 
 any_record = (
     clean_records()
     | hostile_records()
-    | near_valid.map(_encode)
-    | json_values.map(_encode)
+    | near_valid.map(json_bytes)
+    | json_values.map(json_bytes)
     | st.binary(max_size=100)
 )
 

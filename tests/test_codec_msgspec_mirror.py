@@ -15,7 +15,8 @@ from core.codec import DecodeError, decode_label, decode_score, decode_transacti
 from core.codec_msgspec import decode_label_fast, decode_score_fields, decode_transaction_fast
 from core.contracts import Reason, Score
 from core.features import DENSE_FEATURES
-from tests.test_properties import _encode, json_scalars, json_values, near_valid, timestamps
+from tests.strategies import json_bytes, json_scalars, json_values
+from tests.test_properties import near_valid, timestamps
 
 
 def _same(raw: bytes) -> None:
@@ -38,7 +39,7 @@ def _same(raw: bytes) -> None:
 
 
 @settings(max_examples=1500, deadline=None)
-@given(near_valid.map(_encode) | json_values.map(_encode) | st.binary(max_size=100))
+@given(near_valid.map(json_bytes) | json_values.map(json_bytes) | st.binary(max_size=100))
 def test_fast_path_matches_the_contract(raw: bytes) -> None:
     _same(raw)
 
@@ -130,9 +131,9 @@ def _same_label(raw: bytes) -> None:
 
 @settings(max_examples=1500, deadline=None)
 @given(
-    near_valid_labels.map(_encode)
-    | near_valid.map(_encode)
-    | json_values.map(_encode)
+    near_valid_labels.map(json_bytes)
+    | near_valid.map(json_bytes)
+    | json_values.map(json_bytes)
     | st.binary(max_size=100)
 )
 def test_label_fast_path_matches_the_contract(raw: bytes) -> None:

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from core.durations import parse_duration
 from fraudstream.cli import build_parser
-from infra.config import ConfigError, load_settings
+from infra.config import ConfigError, Settings, load_settings
 from infra.signing import SIGNING_ENV, VERIFY_ENV
 from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY
 
@@ -123,6 +124,38 @@ def test_every_duration_option_takes_units() -> None:
     assert args.label_delay == 90 * 86400.0
     args = parser.parse_args(["bench", "--latency-seconds", "30s"])
     assert args.latency_seconds == 30.0
+    args = parser.parse_args(["evaluate", "--live", "--burn-in", "1d", "--score-timeout", "2m"])
+    assert (args.burn_in, args.score_timeout) == (86400.0, 120.0)
+
+
+def _seconds_settings() -> list[tuple[tuple[str, ...], float]]:
+    """(path, default) of every setting in seconds, found in the settings model itself: named
+    `*_s`, rates (`*per_s`) aside."""
+
+    def walk(model: type[BaseModel], path: tuple[str, ...]) -> list[tuple[tuple[str, ...], float]]:
+        found = []
+        for name, field in model.model_fields.items():
+            inner = field.annotation
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                found += walk(inner, (*path, name))
+            elif name.endswith("_s") and not name.endswith("per_s"):
+                found.append(((*path, name), field.default))
+        return found
+
+    return walk(Settings, ())
+
+
+def test_every_seconds_setting_takes_a_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _seconds_settings()
+    assert (("api", "token_ttl_s"), 900) in settings and len(settings) >= 9
+    for path, default in settings:
+        monkeypatch.setenv("FRAUDSTREAM_" + "__".join(path).upper(), f"{default}s")
+    loaded = load_settings()
+    for path, default in settings:
+        value: object = loaded
+        for name in path:
+            value = getattr(value, name)
+        assert value == default, path
 
 
 def test_every_duration_setting_takes_units(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,28 +8,25 @@ process mid-stream, restart it, and check the guarantees of README "Guarantees":
 
 from __future__ import annotations
 
-import math
 import random
 import re
-import subprocess
 import threading
-import time
 import urllib.request
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 
 from core.snapshot import Snapshot, decode_snapshot
 from infra.config import Settings
 from infra.metrics import Metrics
 from producer.run import ProduceOptions, ProduceReport, run_producer
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process, log_match, read_topic, topic_reader, wait_for
+from tests.records import score_record, synthetic_features
 
 pytestmark = pytest.mark.integration
 
@@ -43,18 +40,7 @@ class TopicTail:
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap,
-                "group.id": f"test-tail-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,
-                "fetch.message.max.bytes": 64 * 1024 * 1024,
-            }
-        )
-        md = self.consumer.list_topics(topic, timeout=10)
-        self.partitions = sorted(md.topics[topic].partitions)
-        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in self.partitions])
+        self.consumer = topic_reader(settings, topic)
         self.messages: list[Message] = []
 
     def drain(self, timeout_s: float = 0.5) -> list[Message]:
@@ -78,31 +64,6 @@ class TopicTail:
 
     def close(self) -> None:
         self.consumer.close()
-
-
-def _wait_for(
-    what: str,
-    condition: Any,
-    timeout_s: float,
-    procs: tuple[subprocess.Popen[bytes], ...] = (),
-    logs: tuple[Path, ...] = (),
-    interval_s: float = 0.05,
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        for proc, log in zip(procs, logs, strict=True):
-            assert proc.poll() is None, f"process died: {log.read_text()[-3000:]}"
-        if time.monotonic() >= deadline:
-            tails = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tails}")
-        time.sleep(interval_s)
-
-
-def _log_has(log: Path, pattern: str) -> re.Match[str] | None:
-    return re.search(pattern, log.read_text(errors="replace")) if log.exists() else None
 
 
 def _metric(port: int, name: str) -> float:
@@ -143,16 +104,15 @@ def test_scorer_killed_mid_stream_restarts_without_gaps(
         with fraudstream_process(["score", "--metrics-port", "0"], env, log1) as first:
             # Produce once the scorer owns the partitions, so it is mid-stream when killed.
             pattern = rf"assigned {re.escape(settings.topics.transactions)}\["
-            _wait_for("scorer assignment", lambda: _log_has(log1, pattern), 60, (first,), (log1,))
+            wait_for("scorer assignment", lambda: log_match(log1, pattern), 60, {log1: first})
             producing.start()
             # Count records read, not high watermarks: Tansu reports watermarks below the
             # number of records actually in the partition.
-            _wait_for(
+            wait_for(
                 "first scores",
                 lambda: scores.read_count() >= 10_000,
                 60,
-                (first,),
-                (log1,),
+                {log1: first},
                 interval_s=0.0,
             )
             first.kill()  # SIGKILL: no flush, no final commit
@@ -176,7 +136,7 @@ def test_scorer_killed_mid_stream_restarts_without_gaps(
                 scores.drain(0.2)
                 return produced_ids <= {_tid(m) for m in scores.messages}
 
-            _wait_for("every transaction scored", all_scored, 90, (second,), (log2,), 0.2)
+            wait_for("every transaction scored", all_scored, 90, {log2: second}, 0.2)
         assert second.returncode == 0, log2.read_text()[-3000:]
     finally:
         scores.close()
@@ -211,19 +171,7 @@ CHUNK = 100
 
 
 def _score_json(tid: str, features: dict[str, float]) -> bytes:
-    return orjson.dumps(
-        {
-            "transaction_id": tid,
-            "card_id": f"card-{tid}",
-            "score": 0.01,
-            "flagged": False,
-            "threshold": 0.5,
-            "model_version": 0,
-            "event_time": "2026-11-22T12:00:00Z",
-            "scored_at": "2026-11-22T12:00:01Z",
-            "features": features,
-        }
-    )
+    return orjson.dumps(score_record(tid, features, card_id=f"card-{tid}"))
 
 
 def _label_json(tid: str, is_fraud: bool) -> bytes:
@@ -247,14 +195,7 @@ def _synthetic_stream(seed: int) -> list[dict[str, Any]]:
         kind = rng.random()
         has_score, has_label = kind >= 0.05, kind < 0.05 or kind >= 0.20
         fraud = rng.random() < 0.1
-        amount = rng.lognormvariate(5.5 if fraud else 3.5, 1.0)
-        features = {
-            "amount": amount,
-            "log_amount": math.log1p(amount),
-            "log_seconds_since_last": rng.uniform(0, 3 if fraud else 8),
-            "hour": float(rng.randrange(24)),
-            f"merchant_category={rng.choice(['grocery', 'travel', 'online'])}": 1.0,
-        }
+        features = synthetic_features(rng, fraud)
         out.append(
             {
                 "tid": tid,
@@ -323,12 +264,11 @@ def _train_until(
     try:
         args = ["train", "--no-mlflow", "--metrics-port", "0"]
         with fraudstream_process(args, env, log) as proc:
-            _wait_for(
+            wait_for(
                 f"a snapshot with {expected_learned} labels learned",
                 lambda: any(s.labels_learned >= expected_learned for s in _snapshots(tail)),
                 timeout_s,
-                (proc,),
-                (log,),
+                {log: proc},
                 0.2,
             )
         assert proc.returncode == 0, log.read_text()[-3000:]
@@ -396,31 +336,28 @@ def test_trainer_killed_and_restarted_learns_each_label_once(
         # No time-based snapshots: only every SNAPSHOT_EVERY_LABELS labels.
         with fraudstream_process(args, _trainer_env(a, 3600.0), log_a1) as first:
             _publish(a, stream, (0, SCORES_SPLIT), (0, LABELS_SPLIT))
-            match = _wait_for(
+            match = wait_for(
                 "metrics port",
-                lambda: _log_has(log_a1, r"metrics on http://127\.0\.0\.1:(\d+)/metrics"),
+                lambda: log_match(log_a1, r"metrics on http://127\.0\.0\.1:(\d+)/metrics"),
                 30,
-                (first,),
-                (log_a1,),
+                {log_a1: first},
             )
             port = int(match.group(1))
             learned = "fraudstream_labels_learned_total"
-            _wait_for(
+            wait_for(
                 f"{joined_half1} labels learned",
                 lambda: _metric(port, learned) >= joined_half1,
                 60,
-                (first,),
-                (log_a1,),
+                {log_a1: first},
                 0.1,
             )
-            _wait_for(
+            wait_for(
                 f"snapshot at {last_snapshot_before_kill} labels",
                 lambda: any(
                     s.labels_learned == last_snapshot_before_kill for s in _snapshots(tail)
                 ),
                 30,
-                (first,),
-                (log_a1,),
+                {log_a1: first},
             )
             assert _metric(port, learned) == joined_half1
             first.kill()  # SIGKILL: no final snapshot
@@ -487,12 +424,11 @@ def test_trainer_killed_twice_while_catching_up_learns_each_label_once(
     try:
         # Run 1 learns A; snapshot S1: processed scores filler+1, labels 2; resume 0 and 0.
         with fraudstream_process(args, _trainer_env(settings, 0.5, 5000), logs[0]) as run1:
-            _wait_for(
+            wait_for(
                 "snapshot S1",
                 lambda: any(s.labels_learned == 1 for s in _snapshots(tail)),
                 60,
-                (run1,),
-                (logs[0],),
+                {logs[0]: run1},
                 0.1,
             )
             run1.kill()
@@ -508,23 +444,21 @@ def test_trainer_killed_twice_while_catching_up_learns_each_label_once(
             send(topics.labels, _label_json(f"f{i}", i % 10 == 0))
         assert producer.flush(30) == 0
         with fraudstream_process(args, _trainer_env(settings, 3600.0, 1), logs[1]) as run2:
-            match = _wait_for(
+            match = wait_for(
                 "metrics port",
-                lambda: _log_has(logs[1], r"metrics on http://127\.0\.0\.1:(\d+)/metrics"),
+                lambda: log_match(logs[1], r"metrics on http://127\.0\.0\.1:(\d+)/metrics"),
                 30,
-                (run2,),
-                (logs[1],),
+                {logs[1]: run2},
             )
             port = int(match.group(1))
-            _wait_for(
+            wait_for(
                 f"{k} labels learned and a snapshot",
                 lambda: (
                     _metric(port, "fraudstream_labels_learned_total") >= k
                     and len(_snapshots(tail)) >= 2
                 ),
                 60,
-                (run2,),
-                (logs[1],),
+                {logs[1]: run2},
                 0.1,
             )
             run2.kill()

@@ -35,12 +35,19 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _command(out: Path, *args: str) -> list[str]:
-    cmd = [sys.executable, "-m", "fraudstream.cli", "evaluate", "--live", "--out", str(out)]
+def _command(*args: str) -> list[str]:
+    """`fraudstream evaluate --live ARGS`, on the external test cluster when one is set."""
+    cmd = [sys.executable, "-m", "fraudstream.cli", "evaluate", "--live", *args]
     external = os.environ.get("FRAUDSTREAM_TEST_BOOTSTRAP_SERVERS")
     if external:
         cmd += ["--bootstrap-servers", external]
-    return cmd + list(args)
+    return cmd
+
+
+def _evaluate_live(cwd: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _command(*args), env=_env(), cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _pids(log: str) -> list[int]:
@@ -76,15 +83,7 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> LiveRun:
     # own delay (about a day).
     args = ["--count", str(COUNT), "--days", "5", "--drift-at", "0.5", "--rate", "1000"]
     args += ["--burn-in", "1d", "--json", str(json_path)]
-    proc = subprocess.run(
-        _command(out / "files", *args),
-        env=_env(),
-        cwd=out,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc = _evaluate_live(out, "--out", str(out / "files"), *args, timeout=600)
     report = orjson.loads(json_path.read_bytes()) if json_path.exists() else {}
     return LiveRun(proc.returncode, proc.stdout, proc.stderr, report, out)
 
@@ -143,7 +142,7 @@ def test_live_roc_auc_is_within_0_02_of_offline(live_run: LiveRun) -> None:
 def test_ctrl_c_stops_the_processes_it_started(tmp_path: Path) -> None:
     args = ["--count", "2000", "--days", "2", "--rate", "100"]
     proc = subprocess.Popen(
-        _command(tmp_path / "out", *args),
+        _command("--out", str(tmp_path / "out"), *args),
         env=_env(),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
@@ -201,15 +200,7 @@ def test_bad_durations_are_refused_naming_the_text(bad: str) -> None:
 
 
 def test_cli_rejects_a_bad_burn_in_in_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "fraudstream.cli", "evaluate", "--live", "--burn-in", "30x"],
-        env=_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _evaluate_live(tmp_path, "--burn-in", "30x", timeout=60)
     assert proc.returncode == 2
     assert "--burn-in" in proc.stderr and "'30x'" in proc.stderr
     assert "Traceback" not in proc.stderr

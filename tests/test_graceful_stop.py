@@ -17,7 +17,7 @@ from infra.broker import free_port
 from infra.metrics import Metrics
 from producer.run import ProduceOptions, run_producer
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, metric_total, read_topic, wait_until
+from tests.kafka_helpers import fraudstream_process, metric_total, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -94,10 +94,10 @@ def test_trainer_sigterm_takes_a_final_snapshot_of_every_label(
         ["train", "--no-mlflow", "--metrics-port", str(port)], env, log
     ) as train:
         # Every label read and learned; no snapshot is due before the stop.
-        wait_until(
+        wait_for(
+            f"the trainer to learn {n} labels",
             lambda: metric_total(port, "fraudstream_labels_learned_total") >= n,
             120,
-            f"the trainer to learn {n} labels",
         )
         took = _stop(train)
     assert train.returncode == 0, log.read_text()[-2000:]

@@ -33,10 +33,10 @@ from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.broker import free_port
-from infra.config import Settings, Topics, load_settings
-from infra.topics import create_topics
-from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, settings_env
+from infra.config import Settings
+from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, isolated_settings, settings_env
 from tests.kafka_helpers import fraudstream_process
+from tests.records import score_record
 
 pytestmark = pytest.mark.integration
 
@@ -88,20 +88,7 @@ class Attack:
 
 
 def _score(tid: str, features: Any, **extra: Any) -> bytes:
-    return js(
-        {
-            "transaction_id": tid,
-            "card_id": "c",
-            "score": 0.1,
-            "flagged": False,
-            "threshold": 0.5,
-            "model_version": 1,
-            "event_time": "2026-11-22T12:00:00Z",
-            "scored_at": "2026-11-22T12:00:01Z",
-            "features": features,
-            **extra,
-        }
-    )
+    return js(score_record(tid, features, **extra))
 
 
 def _label(tid: str, is_fraud: bool = True) -> bytes:
@@ -529,20 +516,15 @@ class System:
 @pytest.fixture(scope="module")
 def system(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     tmp = tmp_path_factory.mktemp("corpus")
-    suffix = uuid.uuid4().hex[:10]
-    topics = Topics(**{n: f"{v}-{suffix}" for n, v in Topics().model_dump().items()})
-    settings = load_settings(
-        bootstrap_servers=bootstrap,
+    settings = isolated_settings(
+        bootstrap,
+        tmp,
         partitions=2,
-        topics=topics.model_dump(),
-        mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db",
-        scorer={"group_id": f"scorer-{suffix}"},
-        trainer={"group_id": f"trainer-{suffix}", "snapshot_every_s": 1.0},
+        trainer={"snapshot_every_s": 1.0},
         # Module-scoped: the per-test key fixture is not active yet.
         snapshot_signing_key=TEST_SIGNING_KEY,
         snapshot_verify_key=TEST_VERIFY_KEY,
     )
-    create_topics(settings)
     env = settings_env(settings)
     env["FRAUDSTREAM_TRAINER__JOIN_BUFFER_SIZE"] = str(JOIN_BUFFER)
     score_port, train_port = free_port(), free_port()
@@ -733,26 +715,21 @@ def test_a_replayed_old_snapshot_is_ignored(system: System) -> None:
     system.assert_alive()
 
 
-def test_a_forged_unsigned_snapshot_runs_no_code_and_is_not_served(system: System) -> None:
+@pytest.mark.parametrize(
+    ("bad", "changes", "step"),
+    [("forged", {"signature": None}, 1000), ("tampered", {}, 2000)],
+    ids=["forged-unsigned", "tampered-signed"],
+)
+def test_a_bad_snapshot_runs_no_code_and_is_not_served(
+    system: System, bad: str, changes: dict[str, Any], step: int
+) -> None:
+    """Unsigned, or still carrying the signature of another payload: refused unread."""
     record = _latest_snapshot(system)
-    marker = system.tmp / "forged-ran"
-    version = int(_serving_version(system)) + 1000
+    marker = system.tmp / f"{bad}-ran"
+    version = int(_serving_version(system)) + step
     before = _refused(system)
-    _publish_snapshot(system, _with_payload(record, marker, version=version, signature=None))
-    system.wait("the forged snapshot read", lambda: _refused(system) > before or marker.exists()
-                or _serving_version(system) == version, 20)  # fmt: skip
-    assert not marker.exists(), "a snapshot ran code in the scorer"
-    assert _serving_version(system) != version
-    system.assert_alive()
-
-
-def test_a_tampered_snapshot_runs_no_code_and_is_not_served(system: System) -> None:
-    record = _latest_snapshot(system)
-    marker = system.tmp / "tampered-ran"
-    version = int(_serving_version(system)) + 2000
-    before = _refused(system)
-    _publish_snapshot(system, _with_payload(record, marker, version=version))
-    system.wait("the tampered snapshot read", lambda: _refused(system) > before or marker.exists()
+    _publish_snapshot(system, _with_payload(record, marker, version=version, **changes))
+    system.wait(f"the {bad} snapshot read", lambda: _refused(system) > before or marker.exists()
                 or _serving_version(system) == version, 20)  # fmt: skip
     assert not marker.exists(), "a snapshot ran code in the scorer"
     assert _serving_version(system) != version

@@ -19,8 +19,8 @@ from confluent_kafka import Producer
 from core.snapshot import Snapshot
 from infra.config import Settings, load_settings
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process
-from tests.test_crash_recovery import TopicTail, _snapshots, _wait_for
+from tests.kafka_helpers import fraudstream_process, wait_for
+from tests.test_crash_recovery import TopicTail, _snapshots
 from tests.test_monitoring_files import metrics_port, samples, scrape
 from trainer.join import Joiner
 from trainer.maturation import SlidingMin, event_time_us
@@ -223,12 +223,11 @@ def _wait_metric(
     timeout_s: float = 60,
     **labels: str,
 ) -> None:
-    _wait_for(
+    wait_for(
         f"{name}{labels or ''} == {expected}",
         lambda: _metric(port, name, **labels) == expected,
         timeout_s,
-        (proc,),
-        (log,),
+        {log: proc},
         0.1,
     )
 
@@ -279,12 +278,11 @@ def test_scorer_and_trainer_learn_labels_matured_and_late_frauds(
         ):
             port = metrics_port(trainer, train_log)
             pattern = rf"assigned {re.escape(topics.transactions)}\["
-            _wait_for(
+            wait_for(
                 "scorer assignment",
                 lambda: re.search(pattern, score_log.read_text()),
                 60,
-                (scorer,),
-                (score_log,),
+                {score_log: scorer},
             )
 
             def wait(name: str, expected: float, **lbls: str) -> None:
@@ -417,12 +415,11 @@ def test_trainer_killed_and_restarted_matures_each_transaction_once(
             scores(1000, 1100)
             _wait_metric(port, first, log1, learned, e2)
             snap_at = e2 // every * every
-            _wait_for(
+            wait_for(
                 f"a snapshot at >= {snap_at} labels",
                 lambda: any(s.labels_learned >= snap_at for s in _snapshots(tail)),
                 30,
-                (first,),
-                (log1,),
+                {log1: first},
             )
             first.kill()  # SIGKILL: no final snapshot
             first.wait(10)
@@ -439,7 +436,7 @@ def test_trainer_killed_and_restarted_matures_each_transaction_once(
             port = metrics_port(second, log2)
             group = settings.trainer.group_id
             # Caught up with both topics before the rest comes (see _wait_metric's callers).
-            _wait_for(
+            wait_for(
                 "the restarted trainer to catch up",
                 lambda: (
                     _metric(port, learned) >= e2 - last.labels_learned
@@ -449,19 +446,17 @@ def test_trainer_killed_and_restarted_matures_each_transaction_once(
                     == 0
                 ),
                 60,
-                (second,),
-                (log2,),
+                {log2: second},
                 0.2,
             )
             # Exactly what was lost with the kill was learned again, nothing more.
             assert _metric(port, learned) == e2 - last.labels_learned
             scores(1100, N_RESTART)
-            _wait_for(
+            wait_for(
                 f"a snapshot with {total} labels learned",
                 lambda: any(s.labels_learned >= total for s in _snapshots(tail)),
                 60,
-                (second,),
-                (log2,),
+                {log2: second},
                 0.2,
             )
             # Late labels already learned before the snapshot were skipped when re-read.

@@ -25,9 +25,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import cloudpickle
 import mlflow
@@ -35,7 +33,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 
 from core.model import build_pipeline
 from core.snapshot import Snapshot, decode_snapshot
@@ -46,7 +44,8 @@ from infra.signing import SIGNING_ENV, VERIFY_ENV
 from infra.topics import create_topics
 from producer.run import ProduceOptions, run_producer
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process, read_topic, topic_reader, wait_for
+from tests.records import score_record, synthetic_features
 from trainer.arena import arena_of
 from trainer.guardrails import Guardrails, guardrails_of
 from trainer.quality import RollingQuality
@@ -61,28 +60,6 @@ pytestmark = pytest.mark.integration
 
 def _no_unpickling(*args: object, **kwargs: object) -> object:
     raise AssertionError("something was unpickled")
-
-
-def wait_for(
-    what: str,
-    condition: Callable[[], Any],
-    timeout_s: float,
-    procs: dict[Path, subprocess.Popen[bytes]] | None = None,
-    interval_s: float = 0.2,
-) -> Any:
-    """Poll `condition` until truthy; fail with the logs of `procs` (log path -> process)."""
-    procs = procs or {}
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        for log, proc in procs.items():
-            assert proc.poll() is None, f"{log.name}: process died\n{log.read_text()[-4000:]}"
-        if time.monotonic() >= deadline:
-            tails = "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in procs)
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tails}")
-        time.sleep(interval_s)
 
 
 def log_count(log: Path, pattern: str) -> int:
@@ -111,17 +88,7 @@ class Snapshots:
 
     def __init__(self, settings: Settings) -> None:
         topic = settings.topics.model_updates
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap,
-                "group.id": f"test-snapshots-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,
-                "fetch.message.max.bytes": 64 * 1024 * 1024,
-                "enable.partition.eof": True,
-            }
-        )
-        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self.consumer = topic_reader(settings, topic, **{"enable.partition.eof": True})
         self.all: list[Snapshot] = []
         self.at_end = False
 
@@ -149,25 +116,8 @@ def synthetic_pairs(n: int, seed: int, prefix: str) -> list[tuple[str, bytes, by
     for i in range(n):
         tid = f"{prefix}-{i:05d}"
         fraud = rng.random() < 0.1
-        amount = rng.lognormvariate(5.5 if fraud else 3.5, 1.0)
-        features = {
-            "amount": amount,
-            "log_amount": math.log1p(amount),
-            "log_seconds_since_last": rng.uniform(0, 3 if fraud else 8),
-            "hour": float(rng.randrange(24)),
-            f"merchant_category={rng.choice(['grocery', 'travel', 'online'])}": 1.0,
-        }
-        score = {
-            "transaction_id": tid,
-            "card_id": f"card-{i % 50}",
-            "score": 0.01,
-            "flagged": False,
-            "threshold": 0.5,
-            "model_version": 0,
-            "event_time": "2026-11-22T12:00:00Z",
-            "scored_at": "2026-11-22T12:00:01Z",
-            "features": features,
-        }
+        features = synthetic_features(rng, fraud)
+        score = score_record(tid, features, card_id=f"card-{i % 50}")
         label = {"transaction_id": tid, "is_fraud": fraud, "source": "investigation"}
         out.append((tid, orjson.dumps(score), orjson.dumps(label)))
     return out

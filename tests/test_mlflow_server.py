@@ -24,7 +24,7 @@ from infra.metrics import Metrics
 from infra.registry import champion_snapshot
 from producer.run import ProduceOptions, run_producer
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process, read_topic, wait_for
 from tests.test_mlflow_lifecycle import (
     Snapshots,
     log_count,
@@ -32,7 +32,6 @@ from tests.test_mlflow_lifecycle import (
     metrics_port,
     publish_pairs,
     synthetic_pairs,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration

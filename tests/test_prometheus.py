@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from infra.broker import free_port, port_open
 from infra.metrics import Metrics
 from producer.run import ProduceOptions, run_producer
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process
+from tests.kafka_helpers import fraudstream_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -116,24 +116,6 @@ def prometheus_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def wait_for(
-    what: str,
-    check: Callable[[], Any],
-    timeout_s: float,
-    every_s: float = 0.25,
-    detail: Callable[[], Any] | None = None,
-) -> Any:
-    """Call `check` until it returns something truthy; fail with `what` after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every_s)
-    pytest.fail(f"timed out waiting for {what}: {detail() if detail else last!r}")
 
 
 def lag_by_partition(
@@ -295,7 +277,7 @@ def test_prometheus_stores_what_processes_serve_and_sees_a_paused_scorers_backlo
                     seen.append(value)
                 return bool(seen) and max(seen) > 0 and seen[-1] == 0
 
-            wait_for("the scorer's lag to rise and fall back to 0", caught_up, 60, every_s=0.2)
+            wait_for("the scorer's lag to rise and fall back to 0", caught_up, 60)
             peak = seen.index(max(seen))
             assert max(seen) >= PAUSE_BACKLOG / 3, seen
             falling = seen[peak:]

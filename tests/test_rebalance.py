@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 import orjson
 import pytest
@@ -14,18 +13,9 @@ from infra.broker import free_port
 from infra.metrics import Metrics
 from producer.run import ProduceOptions, run_producer
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, metric_total, read_topic, wait_until
+from tests.kafka_helpers import fraudstream_process, log_match, metric_total, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _wait_for(log_path, pattern: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if log_path.exists() and re.search(pattern, log_path.read_text()):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{pattern!r} not in {log_path}:\n{log_path.read_text()[-2000:]}")
 
 
 def test_member_joins_and_leaves_mid_stream_without_losing_a_transaction(
@@ -48,14 +38,21 @@ def test_member_joins_and_leaves_mid_stream_without_losing_a_transaction(
     a_port, b_port = free_port(), free_port()
     scored = "fraudstream_transactions_scored_total"
     with fraudstream_process(["score", "--metrics-port", str(a_port)], env, a_log) as a:
-        _wait_for(a_log, r"assigned .*\[3\]")
+        wait_for(
+            "a to take partition 3", lambda: log_match(a_log, r"assigned .*\[3\]"), 30, {a_log: a}
+        )
         producer = threading.Thread(target=produce)
         producer.start()
         # b joins once a is scoring, and leaves once it has scored too.
-        wait_until(lambda: metric_total(a_port, scored) >= 2000, 60, "a to score 2000")
+        wait_for("a to score 2000", lambda: metric_total(a_port, scored) >= 2000, 60)
         with fraudstream_process(["score", "--metrics-port", str(b_port)], env, b_log) as b:
-            _wait_for(b_log, r"assigned transactions")  # b took some partitions over
-            wait_until(lambda: metric_total(b_port, scored) >= 500, 60, "b to score 500")
+            wait_for(
+                "b to take partitions",
+                lambda: log_match(b_log, "assigned transactions"),
+                30,
+                {b_log: b},
+            )
+            wait_for("b to score 500", lambda: metric_total(b_port, scored) >= 500, 60)
         assert b.returncode == 0, b_log.read_text()[-2000:]
         producer.join(60)
         produced = report["r"].transactions

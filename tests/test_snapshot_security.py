@@ -47,8 +47,8 @@ from infra.signing import (
 )
 from producer.run import ProduceOptions, run_producer
 from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
-from tests.test_mlflow_lifecycle import log_count, metric, metrics_port, wait_for
+from tests.kafka_helpers import fraudstream_process, read_topic, wait_for
+from tests.test_mlflow_lifecycle import log_count, metric, metrics_port
 from trainer.lineage import config_params
 
 PRIVATE = parse_private_key(TEST_SIGNING_KEY, "test key")

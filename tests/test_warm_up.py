@@ -6,8 +6,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from fraudstream.live import Scraper
 from fraudstream.warm_up import KERNEL_MODULES
 from infra.broker import free_port
 from tests.conftest import SettingsFactory, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process, read_topic, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = re.compile(r"^@numba\.njit\(", re.MULTILINE)
@@ -34,13 +32,6 @@ def test_kernel_modules_lists_every_module_with_a_cached_kernel() -> None:
 
 def _cache_files(cache: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in cache.rglob("*.nb*")}
-
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.mark.integration
@@ -71,7 +62,11 @@ def test_processes_started_after_warm_up_compile_nothing(
             tmp_path / "train.log",
         ),
     ):
-        _wait_for(lambda: all(scraper.scrape().state(p) == "running" for p in ports), 180, "groups")
+        wait_for(
+            "every process running",
+            lambda: all(scraper.scrape().state(p) == "running" for p in ports),
+            180,
+        )
         produce = subprocess.run(
             [sys.executable, "-m", "fraudstream.cli", "produce", "--count", "500",
              "--rate", "1000", "--label-delay", "0"],
@@ -80,9 +75,9 @@ def test_processes_started_after_warm_up_compile_nothing(
         assert produce.returncode == 0, produce.stderr
         scores = read_topic(settings, settings.topics.scores, lambda m: len(m) >= 500, 120)
         assert len(scores) >= 500
-        _wait_for(
+        wait_for(
+            "the trainer to learn the labels",
             lambda: scraper.scrape().total("trainer", "fraudstream_labels_learned_total") >= 500,
             120,
-            "the trainer to learn the labels",
         )
     assert _cache_files(tmp_path / "numba") == cache

@@ -22,7 +22,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from infra.config import Settings
-from infra.kafka import ErrorLogger, common_config
+from infra.kafka import ErrorLogger, common_config, ready_records
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +113,7 @@ class ScoreReplies:
         limit = self.settings.api.score_cache
         try:
             while not self._stop.is_set():
-                first = consumer.poll(0.1)
-                if first is None:
-                    continue
-                for msg in [first, *consumer.consume(10_000, 0)]:
-                    if msg.error() is not None:
-                        continue
+                for msg in ready_records(consumer, 0.1):
                     value = msg.value()
                     tid = transaction_id(value) if value else None
                     if tid is None or value is None:

@@ -16,7 +16,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,10 @@ import orjson
 from fraudstream.api.auth import hash_secret
 from fraudstream.benchmark.common import (
     OutputReader,
-    bench_topics,
-    create_topics,
-    delete_topics,
+    iso,
+    measurement,
+    percentile_ms,
     records,
-    spawn,
-    stop,
-    topic_env,
-    topics_of,
     uid,
 )
 from fraudstream.benchmark.http_load import closed_loop, open_loop
@@ -50,10 +45,6 @@ LIGHT_LOAD = 0.2
 # not cut off at the default deadline.
 DEADLINE_MS = 30_000
 PATH = "/v1/transactions"
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 class Bodies:
@@ -165,7 +156,7 @@ class KafkaOnly:
             for _ in range(int((now - start) * rate) - sent):
                 r = self.pool[sent % len(self.pool)]
                 tid = f"{self.prefix}-{sent}"
-                value = orjson.dumps({**r, "transaction_id": tid, "timestamp": _iso(now)})
+                value = orjson.dumps({**r, "transaction_id": tid, "timestamp": iso(now)})
                 self.producer.produce(self.topics.transactions, value, str(r["card_id"]).encode())
                 self.sent_at[tid] = now
                 sent += 1
@@ -189,42 +180,32 @@ class KafkaOnly:
             "offered_per_s": self.rate,
             "sent": float(len(self.sent_at)),
             "received": float(len(lat)),
-            "p50_ms": float(np.percentile(lat, 50) * 1000) if lat.size else float("nan"),
-            "p99_ms": float(np.percentile(lat, 99) * 1000) if lat.size else float("nan"),
+            "p50_ms": percentile_ms(lat, 50),
+            "p99_ms": percentile_ms(lat, 99),
         }
 
 
 def measure(settings: Settings, partitions: int, step_s: float, work_dir: Path) -> dict[str, Any]:
-    source, sink, group = f"api-tx-{uid()}", f"api-scores-{uid()}", f"api-{uid()}"
-    create_topics(settings, [source, sink], partitions)
-    topics = bench_topics(settings, source, sink, partitions)
-    env = topic_env(settings, topics, group)
     secret = secrets.token_urlsafe(24)
     port = free_port()
     clients = {
         "bench": {"secret_sha256": hash_secret(secret), "scopes": ["score"],
                   "rate_per_s": 1e9, "burst": 10**9},
     }  # fmt: skip
-    api_env = {
-        **env,
-        "FRAUDSTREAM_API__PORT": str(port),
-        "FRAUDSTREAM_API__CLIENTS": orjson.dumps(clients).decode(),
-        "FRAUDSTREAM_API__TOKEN_KEY": secrets.token_urlsafe(32),
-        "FRAUDSTREAM_API__DEADLINE_MS": str(DEADLINE_MS),
-    }
-    scorer = spawn(
-        ["fraudstream.cli", "score", "--metrics-port", "0"], env, work_dir / "api-scorer.log"
-    )
-    api_log = work_dir / "api.log"
-    api = spawn(["fraudstream.cli", "api"], api_env, api_log)
-    try:
+    with measurement(settings, "api", partitions) as run:
+        api_env = {
+            **run.env,
+            "FRAUDSTREAM_API__PORT": str(port),
+            "FRAUDSTREAM_API__CLIENTS": orjson.dumps(clients).decode(),
+            "FRAUDSTREAM_API__TOKEN_KEY": secrets.token_urlsafe(32),
+            "FRAUDSTREAM_API__DEADLINE_MS": str(DEADLINE_MS),
+        }
+        run.spawn(["fraudstream.cli", "score", "--metrics-port", "0"], work_dir / "api-scorer.log")
+        api_log = work_dir / "api.log"
+        api = run.spawn(["fraudstream.cli", "api"], api_log, api_env)
         token = _token(f"http://127.0.0.1:{port}", "bench", secret, api, api_log)
-        with KafkaOnly(settings, topics) as kafka:
+        with KafkaOnly(settings, run.topics) as kafka:
             result = asyncio.run(_load(port, token, step_s, kafka))
             result["kafka_only"] = kafka.result()
-    finally:
-        stop(api)
-        stop(scorer)
-        delete_topics(settings, [source, *topics_of(topics)])
     result["deadline_ms"] = DEADLINE_MS
     return result

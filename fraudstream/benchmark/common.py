@@ -9,17 +9,27 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from core.contracts import Transaction
 from fraudstream.benchmark.model import publish_trained_model
 from infra.config import Settings, Topics
-from infra.kafka import common_config, make_consumer, make_producer
+from infra.kafka import (
+    common_config,
+    make_consumer,
+    make_producer,
+    produce_waiting,
+    ready_records,
+)
 from infra.signing import private_pem, public_pem, signing_key, verify_key
 from producer.generator import TransactionGenerator
 
@@ -28,6 +38,11 @@ log = logging.getLogger(__name__)
 
 def uid() -> str:
     return uuid.uuid4().hex[:8]
+
+
+def iso(ts: float) -> str:
+    """A Unix time as the ISO 8601 UTC text the records carry."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def create_topics(settings: Settings, names: list[str], partitions: int) -> None:
@@ -81,15 +96,29 @@ def records(n: int, seed: int = 7) -> list[dict[str, object]]:
     return [generator.next(t0 + timedelta(milliseconds=i))[0] for i in range(n)]
 
 
+def score_and_label(
+    tx: Transaction, features: dict[str, float], is_fraud: bool
+) -> tuple[bytes, bytes]:
+    """A Score for `tx` as a scorer writes it (JSON) and an investigation label for it."""
+    score = {
+        "transaction_id": tx.transaction_id,
+        "card_id": tx.card_id,
+        "score": 0.01,
+        "flagged": False,
+        "threshold": 0.5,
+        "model_version": 0,
+        "event_time": tx.timestamp,
+        "scored_at": datetime.now(UTC),
+        "features": features,
+    }
+    label = {"transaction_id": tx.transaction_id, "is_fraud": is_fraud, "source": "investigation"}
+    return orjson.dumps(score), orjson.dumps(label)
+
+
 def preload(settings: Settings, topic: str, n: int, seed: int = 7) -> None:
     producer = make_producer(settings, "bench loader")
     for i, record in enumerate(records(n, seed)):
-        while True:
-            try:
-                producer.produce(topic, orjson.dumps(record), str(record["card_id"]).encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, topic, orjson.dumps(record), str(record["card_id"]).encode())
         if i % 10000 == 0:
             producer.poll(0)
     producer.flush(60)
@@ -187,17 +216,10 @@ class OutputReader:
         consumer.subscribe([self.topic])
         try:
             while not self._stop.is_set():
-                # poll() returns as soon as a record is there; consume() would hold the ones
-                # already fetched until its batch filled or its timeout ran out, and that wait
-                # would count as the target's latency.
-                first = consumer.poll(0.05)
-                if first is None:
-                    continue
-                msgs = [first, *consumer.consume(10000, 0)]
+                msgs = ready_records(consumer, 0.05)
                 now = time.time()
                 for m in msgs:
-                    if m.error() is None:
-                        self.arrivals.append((now, m.value() if self.keep_values else None))
+                    self.arrivals.append((now, m.value() if self.keep_values else None))
         finally:
             consumer.close()
 
@@ -251,3 +273,53 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@dataclass
+class Measurement:
+    """One measurement's topics, the environment of its target processes, and the processes
+    it spawned (`measurement()` stops them and drops the topics)."""
+
+    topics: Topics
+    env: dict[str, str]
+    group: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def spawn(
+        self, args: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc = spawn(args, self.env if env is None else env, log)
+        self.processes.append(proc)
+        return proc
+
+
+@contextmanager
+def measurement(
+    settings: Settings,
+    name: str,
+    partitions: int,
+    *,
+    source: str | None = None,
+    trained_model: bool = True,
+    signs: bool = False,
+) -> Iterator[Measurement]:
+    """Fresh topics named after `name` (reading `source` when given, else a fresh one) and a
+    target environment on them (`topic_env`); on exit the spawned processes are stopped, the
+    latest first, and the topics made here are dropped."""
+    own_source = source is None
+    source = source or f"{name}-tx-{uid()}"
+    sink, group = f"{name}-scores-{uid()}", f"{name}-{uid()}"
+    create_topics(settings, [source, sink] if own_source else [sink], partitions)
+    topics = bench_topics(settings, source, sink, partitions, trained_model)
+    run = Measurement(topics, topic_env(settings, topics, group, signs=signs), group)
+    try:
+        yield run
+    finally:
+        for proc in reversed(run.processes):
+            stop(proc)
+        delete_topics(settings, [source, *topics_of(topics)] if own_source else topics_of(topics))
+
+
+def percentile_ms(seconds: list[float] | np.ndarray, q: float) -> float:
+    """The `q`th percentile of durations in seconds, in milliseconds (NaN when there are none)."""
+    return float(np.percentile(seconds, q) * 1000) if len(seconds) else float("nan")

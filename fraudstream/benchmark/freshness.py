@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from core.contracts import Transaction
 from core.features import FeatureBuilder
 from core.model_compiled import CompiledModel
 from core.snapshot import Snapshot
-from fraudstream.benchmark.common import (
-    bench_topics,
-    create_topics,
-    delete_topics,
-    records,
-    spawn,
-    stop,
-    topic_env,
-    topics_of,
-    uid,
-)
-from infra.config import Settings
+from fraudstream.benchmark.common import measurement, percentile_ms, records, score_and_label
+from infra.config import Settings, Topics
 from infra.kafka import make_producer
 from infra.model_updates import ModelWatcher
 
@@ -42,18 +30,20 @@ WARMUP = 200
 def measure(
     settings: Settings, rate: float, duration_s: float, partitions: int, work_dir: Path
 ) -> dict[str, float]:
-    source, sink, group = f"fresh-tx-{uid()}", f"fresh-scores-{uid()}", f"fresh-{uid()}"
-    create_topics(settings, [source, sink], partitions)
+    """Label-to-serving delays (p50/p99/max ms) with labels offered at `rate` per second."""
     # No pre-trained model: the trainer starts from scratch, so a snapshot's labels_learned
     # counts this run's labels only.
-    topics = bench_topics(settings, source, sink, partitions, trained_model=False)
-    env = topic_env(settings, topics, group, signs=True)
-    env["FRAUDSTREAM_TRAINER__GROUP_ID"] = f"{group}-trainer"
-    proc = spawn(
-        ["fraudstream.cli", "train", "--no-mlflow", "--metrics-port", "0"],
-        env,
-        work_dir / "freshness-trainer.log",
-    )
+    with measurement(settings, "fresh", partitions, trained_model=False, signs=True) as run:
+        env = {**run.env, "FRAUDSTREAM_TRAINER__GROUP_ID": f"{run.group}-trainer"}
+        run.spawn(
+            ["fraudstream.cli", "train", "--no-mlflow", "--metrics-port", "0"],
+            work_dir / "freshness-trainer.log",
+            env,
+        )
+        return _delays(settings, run.topics, rate, duration_s)
+
+
+def _delays(settings: Settings, topics: Topics, rate: float, duration_s: float) -> dict[str, float]:
     count = int(rate * duration_s) + WARMUP
     txs = [Transaction.model_validate(r) for r in records(count, seed=13)]
     features = FeatureBuilder().build(txs).dicts()
@@ -71,26 +61,10 @@ def measure(
     sent_at: list[float] = []
 
     def send(i: int) -> None:
-        tx = txs[i]
-        key = tx.card_id.encode()
-        score = {
-            "transaction_id": tx.transaction_id,
-            "card_id": tx.card_id,
-            "score": 0.01,
-            "flagged": False,
-            "threshold": 0.5,
-            "model_version": 0,
-            "event_time": tx.timestamp,
-            "scored_at": datetime.now(UTC),
-            "features": features[i],
-        }
-        producer.produce(topics.scores, orjson.dumps(score), key)
-        label = {
-            "transaction_id": tx.transaction_id,
-            "is_fraud": i % 100 == 0,
-            "source": "investigation",
-        }
-        producer.produce(topics.labels, orjson.dumps(label), key)
+        score, label = score_and_label(txs[i], features[i], i % 100 == 0)
+        key = txs[i].card_id.encode()
+        producer.produce(topics.scores, score, key)
+        producer.produce(topics.labels, label, key)
         sent_at.append(time.time())
 
     try:
@@ -121,23 +95,17 @@ def measure(
             time.sleep(0.05)
     finally:
         watcher.stop()
-        stop(proc)
-        delete_topics(settings, [source, *topics_of(topics)])
     sent = np.array(sent_at)
     timed = [(t, n, at) for t, n, at in seen if n > WARMUP]
     from_sent = [t - sent[min(n, len(sent)) - 1] for t, n, _ in timed]
     from_read = [t - at for t, _, at in timed if at is not None]
-
-    def pct(values: list[float], q: float) -> float:
-        return float(np.percentile(values, q) * 1000) if values else float("nan")
-
     return {
         "offered_labels_per_s": rate,
         "labels_sent": float(len(sent_at)),
         "labels_learned": float(seen[-1][1]) if seen else 0.0,
         "snapshots_seen": float(len(timed)),
-        "p50_ms": pct(from_sent, 50),
-        "p99_ms": pct(from_sent, 99),
-        "max_ms": max(from_sent) * 1000 if from_sent else float("nan"),
-        "from_trainer_read_p99_ms": pct(from_read, 99),
+        "p50_ms": percentile_ms(from_sent, 50),
+        "p99_ms": percentile_ms(from_sent, 99),
+        "max_ms": percentile_ms(from_sent, 100),
+        "from_trainer_read_p99_ms": percentile_ms(from_read, 99),
     }

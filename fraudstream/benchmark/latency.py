@@ -7,32 +7,17 @@ time they are sent) and reads the outputs, so both targets are measured the same
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-from fraudstream.benchmark.common import (
-    OutputReader,
-    bench_topics,
-    create_topics,
-    delete_topics,
-    records,
-    spawn,
-    stop,
-    topic_env,
-    topics_of,
-    uid,
-)
+from fraudstream.benchmark.common import OutputReader, iso, measurement, percentile_ms, records
 from infra.config import Settings
 from infra.kafka import make_producer
 
 WARMUP = 50
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _event_time(value: bytes) -> float:
@@ -50,22 +35,19 @@ def measure(
     work_dir: Path,
 ) -> dict[str, float]:
     """p50/p99/max seconds from event time to the output's arrival, at `rate` records/s."""
-    source, sink, group = f"lat-src-{uid()}", f"lat-out-{uid()}", f"lat-{uid()}"
-    create_topics(settings, [source, sink], partitions)
-    topics = bench_topics(settings, source, sink, partitions)
-    env = topic_env(settings, topics, group)
-    if target == "scorer":
-        args = ["fraudstream.cli", "score", "--metrics-port", "0"]
-    else:
-        args = ["fraudstream.benchmark.passthrough", source, sink, group]
-    proc = spawn(args, env, work_dir / f"latency-{target}-{int(rate)}.log")
-    producer = make_producer(settings, "bench load")
-    pool = records(5000, seed=11)
-    try:
+    with measurement(settings, "lat", partitions) as run:
+        source, sink = run.topics.transactions, run.topics.scores
+        if target == "scorer":
+            args = ["fraudstream.cli", "score", "--metrics-port", "0"]
+        else:
+            args = ["fraudstream.benchmark.passthrough", source, sink, run.group]
+        run.spawn(args, work_dir / f"latency-{target}-{int(rate)}.log")
+        producer = make_producer(settings, "bench load")
+        pool = records(5000, seed=11)
         with OutputReader(settings, sink) as reader:
             # Warm up until the target has joined its group and answers.
             for i in range(WARMUP):
-                r = {**pool[i], "timestamp": _iso(time.time())}
+                r = {**pool[i], "timestamp": iso(time.time())}
                 producer.produce(source, orjson.dumps(r), str(r["card_id"]).encode())
             producer.flush(10)
             if not reader.wait_for(WARMUP, 60):
@@ -83,7 +65,7 @@ def measure(
             end = start + duration_s
             while (now := time.time()) < end:
                 due = int((now - start) * rate) - sent
-                stamp = orjson.dumps(_iso(now))
+                stamp = orjson.dumps(iso(now))
                 for _ in range(due):
                     head, tail = halves[sent % len(pool)]
                     producer.produce(source, head + stamp + tail, keys[sent % len(pool)])
@@ -93,15 +75,12 @@ def measure(
             producer.flush(10)
             reader.wait_for(skip + sent, 30)
             arrivals = reader.arrivals[skip:]
-    finally:
-        stop(proc)
-        delete_topics(settings, [source, *topics_of(topics)])
     lat = np.array([t - _event_time(v) for t, v in arrivals if v is not None])
     return {
         "offered_per_s": rate,
         "sent": float(sent),
         "received": float(len(lat)),
-        "p50_ms": float(np.percentile(lat, 50) * 1000) if lat.size else float("nan"),
-        "p99_ms": float(np.percentile(lat, 99) * 1000) if lat.size else float("nan"),
-        "max_ms": float(lat.max() * 1000) if lat.size else float("nan"),
+        "p50_ms": percentile_ms(lat, 50),
+        "p99_ms": percentile_ms(lat, 99),
+        "max_ms": percentile_ms(lat, 100),
     }

@@ -10,11 +10,10 @@ import threading
 import time
 
 from fraudstream.benchmark.common import (
-    bench_topics,
     create_topics,
     delete_topics,
+    measurement,
     passthrough_loop,
-    topics_of,
     uid,
 )
 from infra.config import Settings
@@ -32,26 +31,23 @@ def passthrough_rate(settings: Settings, source: str, n: int, partitions: int) -
 
 
 def scorer_rate(settings: Settings, source: str, n: int, partitions: int) -> float:
-    sink = f"bench-scores-{uid()}"
-    create_topics(settings, [sink], partitions)
-    topics = bench_topics(settings, source, sink, partitions)
-    s = settings.model_copy(
-        update={
-            "topics": topics,
-            "scorer": settings.scorer.model_copy(update={"group_id": f"bench-scorer-{uid()}"}),
-        }
-    )
-    scorer = Scorer(s, Metrics())
-    thread = threading.Thread(target=scorer.run, kwargs={"model_wait_s": 10.0}, daemon=True)
-    thread.start()
-    # Coarse polling: a waiting thread that wakes every millisecond takes the GIL from the
-    # scorer each time (~14% of its time spent waiting for it).
-    while scorer.scored < n:
-        time.sleep(0.02)
-    scorer.producer.flush(30)
-    end = time.perf_counter()
-    scorer.stop()
-    thread.join(60)
-    delete_topics(settings, topics_of(topics))
+    with measurement(settings, "bench", partitions, source=source) as run:
+        s = settings.model_copy(
+            update={
+                "topics": run.topics,
+                "scorer": settings.scorer.model_copy(update={"group_id": run.group}),
+            }
+        )
+        scorer = Scorer(s, Metrics())
+        thread = threading.Thread(target=scorer.run, kwargs={"model_wait_s": 10.0}, daemon=True)
+        thread.start()
+        # Coarse polling: a waiting thread that wakes every millisecond takes the GIL from the
+        # scorer each time (~14% of its time spent waiting for it).
+        while scorer.scored < n:
+            time.sleep(0.02)
+        scorer.producer.flush(30)
+        end = time.perf_counter()
+        scorer.stop()
+        thread.join(60)
     assert scorer.first_batch_at is not None
     return n / (end - scorer.first_batch_at)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
-
-import orjson
 
 from core.contracts import Transaction
 from core.features import FeatureBuilder
-from fraudstream.benchmark.common import create_topics, records, uid
+from fraudstream.benchmark.common import create_topics, records, score_and_label, uid
 from infra.config import Settings, Topics
 from infra.kafka import make_producer
 from infra.metrics import Metrics
@@ -32,17 +29,11 @@ def labels_per_s(settings: Settings, n: int, partitions: int) -> float:
     txs = [Transaction.model_validate(r) for r in records(n, seed=5)]
     features = FeatureBuilder().build(txs).dicts()
     producer = make_producer(settings, "bench trainer loader")
-    now = datetime.now(UTC).isoformat()
     for i, (tx, x) in enumerate(zip(txs, features, strict=True)):
+        score, label = score_and_label(tx, x, i % 100 == 0)
         key = tx.transaction_id.encode()
-        score = {"transaction_id": tx.transaction_id, "score": 0.01, "features": x, "at": now}
-        producer.produce(topics.scores, orjson.dumps(score), key)
-        label = {
-            "transaction_id": tx.transaction_id,
-            "is_fraud": i % 100 == 0,
-            "source": "investigation",
-        }
-        producer.produce(topics.labels, orjson.dumps(label), key)
+        producer.produce(topics.scores, score, key)
+        producer.produce(topics.labels, label, key)
         if i % 5000 == 0:
             producer.poll(0)
     producer.flush(60)
