@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 
 from core.model import build_pipeline
 from core.snapshot import make_snapshot
-from fraudstream.cli import _serve_metrics
+from fraudstream.commands.args import serve_metrics
 from infra.config import REDACTED, load_settings
 from infra.kafka import make_consumer, make_producer
 from infra.metrics import Metrics
@@ -115,7 +115,7 @@ def test_metrics_listen_on_loopback_by_default_and_the_log_says_where(
 ) -> None:
     caplog.set_level(logging.INFO, logger="fraudstream")
     metrics = Metrics()
-    _serve_metrics(metrics, 0)
+    serve_metrics(metrics, 0)
     (line,) = [r.getMessage() for r in caplog.records if "metrics on" in r.getMessage()]
     port = int(line.rsplit(":", 1)[1].split("/")[0])
     assert line == f"metrics on http://127.0.0.1:{port}/metrics"
@@ -126,7 +126,7 @@ def test_metrics_listen_on_loopback_by_default_and_the_log_says_where(
 
 def test_metrics_listen_where_configured(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="fraudstream")
-    _serve_metrics(Metrics(), 0, "0.0.0.0")
+    serve_metrics(Metrics(), 0, "0.0.0.0")
     (line,) = [r.getMessage() for r in caplog.records if "metrics on" in r.getMessage()]
     port = int(line.rsplit(":", 1)[1].split("/")[0])
     assert line == f"metrics on http://0.0.0.0:{port}/metrics"

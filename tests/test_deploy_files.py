@@ -30,7 +30,7 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 # Services built from this repository's Dockerfile run the `fraudstream` console script.
 APP_SERVICES = sorted(name for name, svc in SERVICES.items() if "build" in svc)
 # Ports `score` and `train` serve metrics on when neither the flag nor the env var says
-# (fraudstream/cli.py: cmd_score, cmd_train). `produce` serves none by default.
+# (fraudstream/commands/processes.py: cmd_score, cmd_train). `produce` serves none by default.
 DEFAULT_METRICS_PORTS = {"score": 9101, "train": 9102}
 
 
