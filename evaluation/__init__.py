@@ -10,7 +10,8 @@
 - `report`: segments, time windows, recovery after a drift, thresholds (the JSON report).
 - `report_markdown`, `report_plot`: that report as Markdown tables and as a PNG plot.
 - `run`: the command's entry point.
-- `live`, `live_report`: `evaluate --live`, the same stream played through running `score`
-  and `train` processes, the served scores graded beside the offline replay.
+- `live`, `live_run`, `live_records`, `live_report`: `evaluate --live`, the same stream played
+  through running `score` and `train` processes, the served scores graded beside the offline
+  replay.
 - `durations`: "30d", "168h", "30m", "45s" or seconds.
 """

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from evaluation.durations import parse_duration
-from evaluation.live import stream_records
+from evaluation.live_records import stream_records
 from evaluation.streams import generate_stream
 
 COUNT = 20_000

@@ -189,7 +189,8 @@ def _evaluation(run: Callable[[], E], *errors: type[Exception]) -> E:
 
 
 def _evaluate_live(args: argparse.Namespace, settings: Settings, options: Any) -> int:
-    from evaluation.live import LiveError, LiveOptions, run_live
+    from evaluation.live import run_live
+    from evaluation.live_run import LiveError, LiveOptions
     from evaluation.streams import StreamError
 
     if args.learners and set(args.learners) != {"online"}:
