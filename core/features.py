@@ -45,10 +45,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from operator import attrgetter
 
 import numpy as np
 
+from core import transaction_fields as tx_field
 from core.byte_hash import hash_strings
 from core.card_table import CardSlots
 from core.contracts import Transaction
@@ -233,15 +233,6 @@ class CardStore:
         self.slots.clear()
 
 
-_TIMESTAMP = attrgetter("timestamp")
-_AMOUNT = attrgetter("amount")
-_COUNTRY = attrgetter("country")
-_MERCHANT = attrgetter("merchant_id")
-_CATEGORY = attrgetter("merchant_category")
-_CHANNEL = attrgetter("channel")
-_CARD = attrgetter("card_id")
-
-
 def short_hashes(hashes: np.ndarray) -> np.ndarray:
     """64-bit value hashes (0: none) cut to 31 bits to halve the card state; a collision only
     hides a change among a card's few recent values. 0 stays reserved for none."""
@@ -292,17 +283,17 @@ class FeatureBuilder:
             return FeatureBatch(np.empty((0, len(DENSE_FEATURES))), [])
         # Columns read with C-level map() loops: a list comprehension costs a Python bytecode
         # loop per column and record.
-        ts = np.fromiter(map(datetime.timestamp, map(_TIMESTAMP, txs)), np.float64, n)
-        amount = np.fromiter(map(_AMOUNT, txs), np.float64, n)
-        countries = list(map(_COUNTRY, txs))
-        merchants = list(map(_MERCHANT, txs))
-        categories = list(map(_CATEGORY, txs))
-        channels = list(map(_CHANNEL, txs))
+        ts = np.fromiter(map(datetime.timestamp, map(tx_field.TIMESTAMP, txs)), np.float64, n)
+        amount = np.fromiter(map(tx_field.AMOUNT, txs), np.float64, n)
+        countries = list(map(tx_field.COUNTRY, txs))
+        merchants = list(map(tx_field.MERCHANT_ID, txs))
+        categories = list(map(tx_field.CATEGORY, txs))
+        channels = list(map(tx_field.CHANNEL, txs))
         onehot = np.empty((n, 2), dtype=np.int64)
         onehot[:, 0] = self.categories.key_ids(categories)
         onehot[:, 1] = self.channels.key_ids(channels)
         return self.build_columns(
-            ts, amount, hash_strings(list(map(_CARD, txs))), hash_strings(countries),
+            ts, amount, hash_strings(list(map(tx_field.CARD_ID, txs))), hash_strings(countries),
             hash_strings(merchants), hash_strings(categories), onehot,
         )  # fmt: skip
 

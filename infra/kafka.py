@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -160,6 +160,27 @@ def ready_records(consumer: Consumer, timeout_s: float) -> list[Message]:
     if first is None:
         return []
     return [m for m in (first, *consumer.consume(10_000, 0)) if m.error() is None]
+
+
+def polled(
+    consumer: Consumer,
+    running: Callable[[], bool],
+    on_partition_end: Callable[[int], None] | None = None,
+    poll_s: float = 0.2,
+) -> Iterator[Message]:
+    """What `consumer` reads while `running()` holds, one poll of up to `poll_s` at a time:
+    records, and errors other than a partition's end (the reader decides what those mean).
+    Partition ends go to `on_partition_end` (their partition) when given."""
+    while running():
+        msg = consumer.poll(poll_s)
+        if msg is None:
+            continue
+        err = msg.error()
+        if err is not None and err.code() == KafkaError._PARTITION_EOF:
+            if on_partition_end is not None:
+                on_partition_end(msg.partition() or 0)
+            continue
+        yield msg
 
 
 def make_consumer(

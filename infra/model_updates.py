@@ -20,11 +20,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from core.snapshot import Snapshot, SnapshotError, decode_snapshot
 from infra.config import Settings
-from infra.kafka import ErrorLogger, common_config
+from infra.kafka import ErrorLogger, common_config, polled
 from infra.signing import verify_key
 
 if TYPE_CHECKING:
@@ -132,22 +132,19 @@ class ModelWatcher:
         consumer = snapshot_consumer(self.settings)
         eof: set[int] = set()
         n_partitions = len(consumer.assignment())
+
+        def partition_end(partition: int) -> None:
+            eof.add(partition)
+            if len(eof) >= n_partitions and not self.ready.is_set():
+                self._load_pending()
+                if self.source is None and self.warm_start:
+                    self._warm_start()
+                self.ready.set()
+
         try:
-            while not self._stop.is_set():
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        eof.add(msg.partition() or 0)
-                        if len(eof) >= n_partitions and not self.ready.is_set():
-                            self._load_pending()
-                            if self.source is None and self.warm_start:
-                                self._warm_start()
-                            self.ready.set()
-                    continue
-                self._handle(msg.key(), msg.value())
+            for msg in polled(consumer, lambda: not self._stop.is_set(), partition_end):
+                if msg.error() is None:
+                    self._handle(msg.key(), msg.value())
         finally:
             consumer.close()
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from itertools import repeat
-from operator import attrgetter, length_hint
+from operator import length_hint
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from core import transaction_fields as tx_field
 from core.codec import DecodeError
 from core.codec_compiled import CARD, CATEGORY, COUNTRY, MERCHANT, TX_ID, configure_numba
 from core.codec_compiled import warm_up as warm_up_parser
@@ -45,12 +46,6 @@ from scorer.offsets import Batch, OffsetTracker
 log = logging.getLogger(__name__)
 
 DLQ_LOG_EVERY_S = 10.0
-_TRANSACTION_ID = attrgetter("transaction_id")
-_CARD_ID = attrgetter("card_id")
-_TIMESTAMP = attrgetter("timestamp")
-_MERCHANT_ID = attrgetter("merchant_id")
-_CATEGORY = attrgetter("merchant_category")
-_COUNTRY = attrgetter("country")
 # The fields a Score carries for the trainer's label-fed state, in the writer's order.
 _ENTITY_FIELDS = [MERCHANT, CATEGORY, COUNTRY]
 _ERROR = Message.error
@@ -328,10 +323,13 @@ class Scorer:
                 else None
             )
             values = self.encoder.encode(
-                list(map(_TRANSACTION_ID, txs)), list(map(_CARD_ID, txs)),
-                list(map(_TIMESTAMP, txs)), probs, threshold, version, now, batch.dense,
+                list(map(tx_field.TRANSACTION_ID, txs)), list(map(tx_field.CARD_ID, txs)),
+                list(map(tx_field.TIMESTAMP, txs)), probs, threshold, version, now, batch.dense,
                 batch.sparse, reasons, shadow,
-                (list(map(_MERCHANT_ID, txs)), list(map(_CATEGORY, txs)), list(map(_COUNTRY, txs))),
+                (
+                    list(map(tx_field.MERCHANT_ID, txs)), list(map(tx_field.CATEGORY, txs)),
+                    list(map(tx_field.COUNTRY, txs)),
+                ),
             )  # fmt: skip
         return ScoredRun(
             keys=records.keys(),

@@ -1,10 +1,14 @@
-"""Wire records the tests publish as the system's own processes would write them."""
+"""Records the tests publish or feed, as the system's own processes would write them."""
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from core.contracts import Transaction
 
 
 def score_record(tid: str, features: Any, **fields: Any) -> dict[str, Any]:
@@ -34,3 +38,27 @@ def synthetic_features(rng: random.Random, fraud: bool) -> dict[str, float]:
         "hour": float(rng.randrange(24)),
         f"merchant_category={rng.choice(['grocery', 'travel', 'online'])}": 1.0,
     }
+
+
+def random_transactions(
+    rng: random.Random,
+    n: int,
+    cards: int,
+    categories: Callable[[int], Sequence[str]],
+    channels: Callable[[int], Sequence[str | None]],
+) -> list[Transaction]:
+    """`n` transactions of `cards` cards with lognormal amounts, some without a country; the
+    i-th one's category and channel are drawn from `categories(i)` and `channels(i)`."""
+    t0 = datetime(2026, 11, 22, tzinfo=UTC)
+    return [
+        Transaction(
+            transaction_id=f"t{i}",
+            card_id=f"c{rng.randrange(cards)}",
+            amount=round(rng.lognormvariate(3, 1.5), 2),
+            merchant_category=rng.choice(categories(i)),
+            timestamp=t0 + timedelta(seconds=i * rng.uniform(1, 600)),
+            country=rng.choice(["FR", "US", None]),
+            channel=rng.choice(channels(i)),
+        )
+        for i in range(n)
+    ]

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import orjson
 import pytest
@@ -18,24 +20,40 @@ from core.features import DENSE_FEATURES
 from tests.strategies import json_bytes, json_scalars, json_values
 from tests.test_properties import near_valid, timestamps
 
+R = TypeVar("R")
+F = TypeVar("F")
 
-def _same(raw: bytes) -> None:
+
+def _decode_both(
+    reference: Callable[[bytes], R], fast: Callable[[bytes], F], raw: bytes
+) -> tuple[R, F] | None:
+    """Both decoders' results, or None when both refused `raw` for the same reason."""
     try:
-        expected = decode_transaction(raw)
+        expected = reference(raw)
     except DecodeError as exc:
         with pytest.raises(DecodeError) as info:
-            decode_transaction_fast(raw)
+            fast(raw)
         assert info.value.reason == exc.reason
+        return None
+    return expected, fast(raw)
+
+
+def _same_instant(got: datetime, expected: datetime) -> None:
+    # The one documented difference: beyond 6 fraction digits msgspec rounds, pydantic
+    # truncates; the instant and the zone offset agree otherwise.
+    assert abs((got - expected).total_seconds()) <= 1e-6
+    assert got.utcoffset() == expected.utcoffset()
+
+
+def _same(raw: bytes) -> None:
+    decoded = _decode_both(decode_transaction, decode_transaction_fast, raw)
+    if decoded is None:
         return
-    got = decode_transaction_fast(raw)
+    expected, got = decoded
     for name in type(expected).model_fields:
         if name != "timestamp":
             assert getattr(got, name) == getattr(expected, name), name
-    # The one documented difference: beyond 6 fraction digits msgspec rounds, pydantic
-    # truncates; the instant and the zone offset agree otherwise.
-    delta = got.timestamp - expected.timestamp
-    assert abs(delta.total_seconds()) <= 1e-6
-    assert got.timestamp.utcoffset() == expected.timestamp.utcoffset()
+    _same_instant(got.timestamp, expected.timestamp)
 
 
 @settings(max_examples=1500, deadline=None)
@@ -109,24 +127,18 @@ near_valid_labels = st.fixed_dictionaries(
 
 
 def _same_label(raw: bytes) -> None:
-    try:
-        expected = decode_label(raw)
-    except DecodeError as exc:
-        with pytest.raises(DecodeError) as info:
-            decode_label_fast(raw)
-        assert info.value.reason == exc.reason
+    decoded = _decode_both(decode_label, decode_label_fast, raw)
+    if decoded is None:
         return
-    got = decode_label_fast(raw)
+    expected, got = decoded
     assert got.transaction_id == expected.transaction_id
     assert got.is_fraud is expected.is_fraud
     assert got.source == expected.source
     if expected.labeled_at is None:
         assert got.labeled_at is None
     else:
-        # As for transactions: beyond 6 fraction digits msgspec rounds, pydantic truncates.
         assert got.labeled_at is not None
-        assert abs((got.labeled_at - expected.labeled_at).total_seconds()) <= 1e-6
-        assert got.labeled_at.utcoffset() == expected.labeled_at.utcoffset()
+        _same_instant(got.labeled_at, expected.labeled_at)
 
 
 @settings(max_examples=1500, deadline=None)

@@ -9,19 +9,18 @@ import math
 import random
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from river import compose, linear_model, optim, preprocessing
 
 from core import learner_compiled
-from core.contracts import Transaction
 from core.features import FeatureBuilder
 from core.learner_compiled import FastLearner, FusedModel, supported
 from core.model import VAR_FLOOR, build_pipeline, predict_one, upgrade_pipeline
 from core.model_settings import ModelSettings
 from core.snapshot import decode_snapshot, encode_snapshot, make_snapshot
+from tests.records import random_transactions
 
 TOL = 1e-9
 FRAUD_WEIGHT = 5.0
@@ -35,22 +34,15 @@ def _stream(n: int, seed: int = 1) -> Stream:
     but once -7e-17 (variance 1e-36: rounding noise, under VAR_FLOOR); a few records lack a
     dense key (an older scorer) and one carries an integer, as orjson parses `1`."""
     rng = random.Random(seed)
-    t0 = datetime(2026, 11, 22, tzinfo=UTC)
-    txs = []
-    for i in range(n):
-        late = i >= n // 2
-        cats = ["grocery", "fuel"] + (["travel", "jewelry", "electronics"] if late else [])
-        txs.append(
-            Transaction(
-                transaction_id=f"t{i}",
-                card_id=f"c{rng.randrange(80)}",
-                amount=round(rng.lognormvariate(3, 1.5), 2),
-                merchant_category=rng.choice(cats),
-                timestamp=t0 + timedelta(seconds=i * rng.uniform(1, 600)),
-                country=rng.choice(["FR", "US", None]),
-                channel=rng.choice(["pos", "online", None] + (["moto"] if late else [])),
-            )
-        )
+    cats, new_cats = ["grocery", "fuel"], ["travel", "jewelry", "electronics"]
+    channels: list[str | None] = ["pos", "online", None]
+    txs = random_transactions(
+        rng,
+        n,
+        80,
+        lambda i: cats + new_cats if i >= n // 2 else cats,
+        lambda i: [*channels, "moto"] if i >= n // 2 else channels,
+    )
     out: Stream = []
     for i, x in enumerate(FeatureBuilder().build(txs).dicts()):
         x["is_night"] = 1.0

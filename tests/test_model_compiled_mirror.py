@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import random
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -24,24 +23,13 @@ from core.model import (
 )
 from core.model_compiled import CompiledModel
 from core.model_settings import ModelSettings
+from tests.records import random_transactions
 
 
 def _transactions(n: int, seed: int) -> list[Transaction]:
-    rng = random.Random(seed)
-    t0 = datetime(2026, 11, 22, tzinfo=UTC)
     cats = ["grocery", "travel", "jewelry", "fuel"]
-    return [
-        Transaction(
-            transaction_id=f"t{i}",
-            card_id=f"c{rng.randrange(50)}",
-            amount=round(rng.lognormvariate(3, 1.5), 2),
-            merchant_category=rng.choice(cats),
-            timestamp=t0 + timedelta(seconds=i * rng.uniform(1, 600)),
-            country=rng.choice(["FR", "US", None]),
-            channel=rng.choice(["pos", "online", None]),
-        )
-        for i in range(n)
-    ]
+    channels = ["pos", "online", None]
+    return random_transactions(random.Random(seed), n, 50, lambda _: cats, lambda _: channels)
 
 
 def test_untrained_model_scores_the_prior_fraud_rate() -> None:

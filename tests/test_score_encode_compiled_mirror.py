@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import orjson
@@ -14,23 +14,17 @@ from core.model_compiled import CompiledModel
 from core.score_encode import ScoreEncoder
 from core.score_encode_compiled import ScoreWriter, round_features
 from core.vocabulary import ONE_HOT
+from tests.test_score_encode_mirror import hostile_columns, hostile_entities
 
 K = len(DENSE_FEATURES)
-HOSTILE = ['a"b', "back\\slash", '","', '\\","\\', "é€😀", "line\nbreak", "\x00\x1f", "", "]}"]
 
 
 def _batch(n: int, seed: int) -> tuple[list[str], list[str], list[datetime], np.ndarray, list]:
     rng = np.random.default_rng(seed)
-    tids = [f"t{i}" + HOSTILE[i % len(HOSTILE)] for i in range(n)]
-    cards = [HOSTILE[(i * 7) % len(HOSTILE)] + str(i % 13) for i in range(n)]
-    t0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
-    plus2 = timezone(timedelta(hours=2))
-    times = [t0 + timedelta(microseconds=i) if i % 2 else t0.astimezone(plus2) for i in range(n)]
+    tids, cards, times, sparse = hostile_columns(n)
     dense = rng.normal(scale=20.0, size=(n, K))
     dense[:, 0] = rng.uniform(0, 1e9, n)
     dense[::5, 3] = 0.0
-    keys = ["merchant_category=grocery", 'channel=we"b', "merchant_category=other"]
-    sparse = [tuple(keys[j] for j in range(i % 3)) for i in range(n)]
     return tids, cards, times, dense, sparse
 
 
@@ -53,11 +47,7 @@ def test_records_match_the_reference_encoder(shadow: bool) -> None:
     contrib = compiled.scaled(dense) * compiled.weight
     challengers = {"fast": probs / 2, 'we"ird': probs / 3} if shadow else None
     now = datetime.now(UTC)
-    entities = (
-        [None if i % 4 == 0 else HOSTILE[i % len(HOSTILE)] + "m" for i in range(n)],
-        ["food" if i % 3 else None for i in range(n)],
-        [HOSTILE[(i * 5) % len(HOSTILE)] if i % 2 else None for i in range(n)],
-    )
+    entities = hostile_entities(n)
     reference = ScoreEncoder(reasons=3)
     want = reference.encode(
         tids, cards, times, probs, 0.5, 7, now, dense, sparse,

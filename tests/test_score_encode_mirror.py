@@ -17,6 +17,29 @@ from core.score_encode import ScoreEncoder
 
 K = len(DENSE_FEATURES)
 HOSTILE = ['a"b', "back\\slash", '","', '\\","\\', "é€😀", "line\nbreak", "\x00\x1f", "", "]}"]
+SPARSE_KEYS = ["merchant_category=grocery", 'channel=we"b', "merchant_category=other"]
+Entities = tuple[list[str | None], list[str | None], list[str | None]]
+
+
+def hostile_columns(n: int) -> tuple[list[str], list[str], list[datetime], list[tuple[str, ...]]]:
+    """A batch's transaction and card ids (strings JSON must escape), event times (in UTC and
+    at +02:00) and one-hot keys (none to all three of `SPARSE_KEYS`)."""
+    tids = [f"t{i}" + HOSTILE[i % len(HOSTILE)] for i in range(n)]
+    cards = [HOSTILE[(i * 7) % len(HOSTILE)] + str(i % 13) for i in range(n)]
+    t0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
+    plus2 = timezone(timedelta(hours=2))
+    times = [t0 + timedelta(microseconds=i) if i % 2 else t0.astimezone(plus2) for i in range(n)]
+    sparse = [tuple(SPARSE_KEYS[j] for j in range(i % 3)) for i in range(n)]
+    return tids, cards, times, sparse
+
+
+def hostile_entities(n: int) -> Entities:
+    """Merchant ids, categories and countries, some null, some to escape."""
+    return (
+        [None if i % 4 == 0 else HOSTILE[i % len(HOSTILE)] + "m" for i in range(n)],
+        ["food" if i % 3 else None for i in range(n)],
+        [HOSTILE[(i * 5) % len(HOSTILE)] if i % 2 else None for i in range(n)],
+    )
 
 
 def reference(
@@ -83,17 +106,11 @@ def model(rng: np.random.Generator, sparse_keys: list[str]) -> CompiledModel:
 def test_matches_dict_encoding_with_hostile_strings_and_reasons() -> None:
     rng = np.random.default_rng(3)
     n = 400
-    tids = [f"t{i}" + HOSTILE[i % len(HOSTILE)] for i in range(n)]
-    cards = [HOSTILE[(i * 7) % len(HOSTILE)] + str(i % 13) for i in range(n)]
-    t0 = datetime(2026, 11, 23, 10, tzinfo=UTC)
-    plus2 = timezone(timedelta(hours=2))
-    times = [t0 + timedelta(microseconds=i) if i % 2 else t0.astimezone(plus2) for i in range(n)]
+    tids, cards, times, sparse = hostile_columns(n)
     dense = rng.normal(scale=50.0, size=(n, K))
     dense[::5, 3] = 0.0
     dense[::7, 0] = 1e9
-    keys = ["merchant_category=grocery", 'channel=we"b', "merchant_category=other"]
-    sparse = [tuple(keys[j] for j in range(i % 3)) for i in range(n)]
-    compiled = model(rng, keys)
+    compiled = model(rng, SPARSE_KEYS)
     batch = FeatureBatch(dense, sparse)
     probs = compiled.predict_proba(batch)
     now = datetime.now(UTC)
@@ -101,11 +118,7 @@ def test_matches_dict_encoding_with_hostile_strings_and_reasons() -> None:
     contrib = compiled.scaled(dense) * compiled.weight
     reasons = enc.reason_columns(contrib, sparse, compiled.sparse)
     shadow = {"fast": probs / 2, 'we"ird': probs / 3}
-    entities = (
-        [None if i % 4 == 0 else HOSTILE[i % len(HOSTILE)] + "m" for i in range(n)],
-        ["food" if i % 3 else None for i in range(n)],
-        [HOSTILE[(i * 5) % len(HOSTILE)] if i % 2 else None for i in range(n)],
-    )
+    entities = hostile_entities(n)
     for with_shadow in (None, shadow):
         got = enc.encode(
             tids, cards, times, probs, 0.5, 7, now, dense, sparse, reasons, with_shadow, entities

@@ -45,6 +45,26 @@ def non_finite_parameters(pipeline: Any) -> list[str]:
     return bad
 
 
+def _limits(
+    code: str,
+    value: float,
+    low: float,
+    high: float,
+    words: str,
+    fmt: str = ".1%",
+    low_fmt: str = ".1%",
+) -> list[Hold]:
+    """`code` when `value` is above `high`, `code`_low when below `low`, each detailed by
+    `words` with the value (as `fmt`, or `low_fmt` below) in place of {}, then the bound."""
+    held: list[Hold] = []
+    if value > high:
+        held.append((code, f"{words.format(format(value, fmt))} (max {high:{fmt}})"))
+    if value < low:
+        detail = words.format(format(value, low_fmt))
+        held.append((f"{code}_low", f"{detail} (min {low:{low_fmt}})"))
+    return held
+
+
 class Guardrails:
     _NUMBER = (int, float)  # built once: `int | float` would build a union on every call
 
@@ -109,38 +129,13 @@ class Guardrails:
             n = len(scores)
             mean = sum(scores) / n
             flag_rate = sum(s >= self.threshold for s in scores) / n
-            if flag_rate > self.cfg.max_flag_rate:
-                held.append(
-                    (
-                        "flag_rate",
-                        f"flags {flag_rate:.1%} of {n} recent transactions "
-                        f"(max {self.cfg.max_flag_rate:.1%})",
-                    )
-                )
-            if flag_rate < self.cfg.min_flag_rate:
-                held.append(
-                    (
-                        "flag_rate_low",
-                        f"flags {flag_rate:.1%} of {n} recent transactions "
-                        f"(min {self.cfg.min_flag_rate:.1%})",
-                    )
-                )
-            if mean > self.cfg.max_mean_score:
-                held.append(
-                    (
-                        "mean_score",
-                        f"mean score {mean:.3f} on {n} recent transactions "
-                        f"(max {self.cfg.max_mean_score:.3f})",
-                    )
-                )
-            if mean < self.cfg.min_mean_score:
-                held.append(
-                    (
-                        "mean_score_low",
-                        f"mean score {mean:.5f} on {n} recent transactions "
-                        f"(min {self.cfg.min_mean_score:.5f})",
-                    )
-                )
+            cfg = self.cfg
+            flags = f"flags {{}} of {n} recent transactions"
+            held += _limits("flag_rate", flag_rate, cfg.min_flag_rate, cfg.max_flag_rate, flags)
+            # A low mean is shown finer: its floor sits near zero.
+            means = f"mean score {{}} on {n} recent transactions"
+            low, high = cfg.min_mean_score, cfg.max_mean_score
+            held += _limits("mean_score", mean, low, high, means, ".3f", ".5f")
         if self.candidate_seen >= self.cfg.min_labels and self.served_seen >= self.cfg.min_labels:
             candidate, served = self.candidate_auc.get(), self.served_auc.get()
             if candidate is not None and served is not None:

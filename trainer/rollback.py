@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from confluent_kafka import KafkaError
-
 from core.snapshot import Snapshot, SnapshotError, decode_snapshot
 from infra.config import Settings
+from infra.kafka import polled
 from infra.metrics import Metrics
 from infra.model_updates import check_snapshot, snapshot_consumer
 from infra.signing import verify_key
@@ -86,14 +85,10 @@ class RollbackWatcher:
             return
         name = self.settings.model.name
         try:
-            while not self._stop.is_set():
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
+            for msg in polled(consumer, lambda: not self._stop.is_set()):
                 err = msg.error()
                 if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.debug("rollback watcher: %s", err.str())
+                    log.debug("rollback watcher: %s", err.str())
                     continue
                 key = msg.key()
                 if key is not None and key.decode("utf-8", "replace") != name:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from infra.config import Settings
-from infra.kafka import consumer_config
+from infra.kafka import consumer_config, polled
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,9 @@ class ScoreFetcher:
         consumer.assign([TopicPartition(self.topic, partition, offset)])
         deadline = time.monotonic() + self.timeout_s
         try:
-            while time.monotonic() < deadline:
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
+            for msg in polled(consumer, lambda: time.monotonic() < deadline):
                 err = msg.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
                     log.warning("re-reading %s[%d]@%d: %s", self.topic, partition, offset, err)
                     return None
                 at = msg.offset()

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from core.snapshot import Offsets
 from infra.config import TrainerSettings
-from trainer.join import DEFAULT_TRUST, Joined, Joiner
+from trainer.join import Joined, Joiner
 from trainer.maturation import MAX_FUTURE_US, wall_clock_us
 
 
@@ -54,6 +54,9 @@ class TrainingState:
         self.snapshot_every_s = cfg.snapshot_every_s
         self.maturation_us = round(cfg.maturation_s * 1_000_000)
         self.joiner = Joiner(cfg.join_buffer_size, cfg.join_ttl_s, self.maturation_us)
+        # An admitted label needs nothing of the state but the join buffer: the transaction to
+        # learn if its score was waiting (or a late or overriding label for one already learned).
+        self.add_label = self.joiner.add_label
         # Stream time: the newest believable score event time seen (microseconds), and the one
         # stored in the snapshot resumed from (what had matured before the restart).
         self.watermark_us: int | None = None
@@ -142,20 +145,6 @@ class TrainingState:
             event_us,
             self.matured_before(partition, offset, event_us),
         )
-
-    def add_label(
-        self,
-        tid: str,
-        is_fraud: bool,
-        now: float,
-        partition: int,
-        offset: int,
-        time_us: int = 0,
-        trust: int = DEFAULT_TRUST,
-    ) -> Joined | None:
-        """An admitted label: the transaction to learn if its score was waiting (or a late or
-        overriding label for one already learned; see `Joiner.add_label`)."""
-        return self.joiner.add_label(tid, is_fraud, now, partition, offset, time_us, trust)
 
     def mature(self, now: float) -> list[Joined]:
         """Scores whose maturation window the watermark has passed: to learn as legitimate.
