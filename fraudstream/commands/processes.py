@@ -21,6 +21,8 @@ from fraudstream.commands.args import (
 
 if TYPE_CHECKING:
     from fraudstream.commands.args import Subparsers
+    from infra.config import Settings
+    from infra.metrics import Metrics
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -82,28 +84,35 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from infra.kafka import check_reachable, check_topics
-    from infra.metrics import Metrics
     from infra.signing import verify_key
     from scorer.run import Scorer
 
     settings = settings_for(args)
     verify_key(settings)  # no snapshot is read unverified: no start without the key
-    check_reachable(settings)
     t = settings.topics
-    check_topics(settings, [t.transactions, t.scores, t.transactions_dlq, t.model_updates])
-    metrics = Metrics()
-    port = settings.metrics_port if settings.metrics_port is not None else 9101
-    serve_metrics(metrics, port, settings.metrics_host)
+    metrics = _ready(
+        settings, [t.transactions, t.scores, t.transactions_dlq, t.model_updates], 9101
+    )
     scorer = Scorer(settings, metrics)
     stop_on_signals(scorer.stop)
     scorer.run()
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _ready(settings: Settings, topics: list[str], default_port: int) -> Metrics:
+    """Check the cluster and the topics a process needs, then serve its metrics."""
     from infra.kafka import check_reachable, check_topics
     from infra.metrics import Metrics
+
+    check_reachable(settings)
+    check_topics(settings, topics)
+    metrics = Metrics()
+    port = settings.metrics_port if settings.metrics_port is not None else default_port
+    serve_metrics(metrics, port, settings.metrics_host)
+    return metrics
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     from infra.signing import require_signing_key, verify_key
     from trainer.run import Trainer
     from trainer.tracking import MlflowLogger
@@ -111,12 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     require_signing_key(settings, "the trainer")
     verify_key(settings)
-    check_reachable(settings)
     t = settings.topics
-    check_topics(settings, [t.scores, t.labels, t.labels_dlq, t.model_updates])
-    metrics = Metrics()
-    port = settings.metrics_port if settings.metrics_port is not None else 9102
-    serve_metrics(metrics, port, settings.metrics_host)
+    metrics = _ready(settings, [t.scores, t.labels, t.labels_dlq, t.model_updates], 9102)
     params = {
         **{f"model.{k}": v for k, v in settings.model.model_dump().items()},
         "threshold": settings.scorer.threshold,
