@@ -7,13 +7,16 @@ arithmetic in the same order, label by label (no mini-batches), on arrays, in on
 `tests/test_learner_compiled_mirror.py`, allow 1e-9):
 
 - predict: logit = sum, over the keys of x that have a weight and in x's order (as River's
-  VectorDict.dot), of weight * scaled value; + intercept; River's sigmoid (0 / 1 past 30).
+  VectorDict.dot), of averaged weight * scaled value; + averaged intercept; River's sigmoid
+  (0 / 1 past 30). A plain LogisticRegression's "averages" are its weights.
 - DenseScaler: Welford's running mean and variance on the dense keys present; a dense key
   scales to `(v - mean) / var**0.5` clipped to +-Z_CLIP, or 0 at a variance at most
   VAR_FLOOR; other keys pass.
 - LogisticRegression: Log loss gradient at the logit (with the new statistics), times the
   sample weight, clipped; intercept -= intercept_lr * gradient; then for each key of x:
-  weight -= lr * (gradient * value + l2 * weight); one optimizer iteration.
+  weight -= lr * (gradient * value + l2 * weight); one optimizer iteration. Then
+  AveragedLogisticRegression's averages: avg += rate * (weight - avg) for every key with a
+  weight, and the intercept's (rate from `core.model.average_rate`, 1 copying exactly).
 
 The River pipeline stays the source of truth at rest: `FusedModel.pipeline` writes the learned
 state back into it before anyone reads it (snapshots, guardrails, promotion, rollback), and the
@@ -35,17 +38,25 @@ import numpy as np
 from river import compose, linear_model, optim
 
 from core.features import DENSE_FEATURES
-from core.model import VAR_FLOOR, Z_CLIP, DenseScaler, predict_one
+from core.model import (
+    VAR_FLOOR,
+    Z_CLIP,
+    AveragedLogisticRegression,
+    DenseScaler,
+    average_rate,
+    predict_one,
+    served_weights,
+)
 
 # Rows of the state matrix, one column per key (dense keys first, then one-hots as they come).
 # COUNT..SCALE are the scaler's (dense keys only); SCALE is var**0.5, or 0 when the variance is
 # at most VAR_FLOOR, kept so a prediction does not recompute it. HAS_W: the model has a weight
 # for the key (River's dot skips keys without one). BORN_*: when the key got its first weight or
-# statistics, so a write-back inserts new keys in River's order.
-COUNT, MEAN, VAR, SCALE, WEIGHT, HAS_W, DENSE, BORN_W, BORN_S = range(9)
+# statistics, so a write-back inserts new keys in River's order. AVG: the averaged weight.
+COUNT, MEAN, VAR, SCALE, WEIGHT, HAS_W, DENSE, BORN_W, BORN_S, AVG = range(10)
 # Entries of the parameter vector.
 (INTERCEPT, LR, INTERCEPT_LR, L2, CLIP, WEIGHT_POS, WEIGHT_NEG, FLOOR, HALF, BIRTHS,
- ZCLIP) = range(11)  # fmt: skip
+ ZCLIP, AVG_INTERCEPT, AVG_RATE) = range(13)  # fmt: skip
 _N_DENSE = len(DENSE_FEATURES)
 _DENSE = frozenset(DENSE_FEATURES)
 _MAX_SHAPES = 4096
@@ -60,7 +71,7 @@ def supported(pipeline: Any) -> bool:
     scaler, logreg = pipeline.steps["scale"], pipeline.steps["logreg"]
     if type(scaler) is not DenseScaler or scaler.window_size is not None or not scaler.with_std:
         return False
-    if type(logreg) is not linear_model.LogisticRegression:
+    if type(logreg) not in (linear_model.LogisticRegression, AveragedLogisticRegression):
         return False
     opt = logreg.optimizer
     return (
@@ -99,9 +110,8 @@ def _predict_learn(
         has_w = s[HAS_W, j] != 0.0
         if s[DENSE, j] == 0.0:  # a one-hot key: passes the scaler as is
             if has_w:
-                t = s[WEIGHT, j] * v
-                z_old += t
-                z_new += t
+                z_old += s[AVG, j] * v
+                z_new += s[WEIGHT, j] * v
             xt[i] = v
             continue
         n = s[COUNT, j]
@@ -109,7 +119,7 @@ def _predict_learn(
         var = s[VAR, j]
         scale = s[SCALE, j]
         if has_w:
-            z_old += s[WEIGHT, j] * _clipped((v - mean) / scale if scale != 0.0 else 0.0, zc)
+            z_old += s[AVG, j] * _clipped((v - mean) / scale if scale != 0.0 else 0.0, zc)
         if n == 0.0:
             s[BORN_S, j] = hp[BIRTHS]
             hp[BIRTHS] += 1.0
@@ -129,7 +139,7 @@ def _predict_learn(
         xt[i] = x
 
     b = hp[INTERCEPT]
-    z = z_old + b  # river.utils.math.sigmoid
+    z = z_old + hp[AVG_INTERCEPT]  # river.utils.math.sigmoid
     if z < -30.0:
         p = 0.0
     elif z > 30.0:
@@ -170,6 +180,20 @@ def _predict_learn(
             s[HAS_W, j] = 1.0
             s[BORN_W, j] = hp[BIRTHS]
             hp[BIRTHS] += 1.0
+
+    # AveragedLogisticRegression.learn_one's averages, over every key with a weight.
+    a = hp[AVG_RATE]
+    if a == 1.0:
+        for j in range(s.shape[1]):
+            if s[HAS_W, j] != 0.0:
+                s[AVG, j] = s[WEIGHT, j]
+        hp[AVG_INTERCEPT] = hp[INTERCEPT]
+    else:
+        for j in range(s.shape[1]):
+            if s[HAS_W, j] != 0.0:
+                old = s[AVG, j]
+                s[AVG, j] = old + a * (s[WEIGHT, j] - old)
+        hp[AVG_INTERCEPT] += a * (hp[INTERCEPT] - hp[AVG_INTERCEPT])
     return p
 
 
@@ -189,13 +213,13 @@ def _predict_many(
                 continue
             v = vals[i]
             if s[DENSE, j] == 0.0:
-                z += s[WEIGHT, j] * v
+                z += s[AVG, j] * v
             else:
                 scale = s[SCALE, j]
                 x = (v - s[MEAN, j]) / scale if scale != 0.0 else 0.0
-                z += s[WEIGHT, j] * _clipped(x, hp[ZCLIP])
+                z += s[AVG, j] * _clipped(x, hp[ZCLIP])
         start = ends[r]
-        z += hp[INTERCEPT]
+        z += hp[AVG_INTERCEPT]
         if z < -30.0:
             out[r] = 0.0
         elif z > 30.0:
@@ -213,7 +237,7 @@ def _warm_up() -> None:
     first label it learns."""
     global _warm
     if not _warm:
-        slots, vals, s, hp = np.zeros(1, np.intp), np.zeros(1), np.zeros((9, 1)), np.zeros(11)
+        slots, vals, s, hp = np.zeros(1, np.intp), np.zeros(1), np.zeros((10, 1)), np.zeros(13)
         _predict_learn(slots, vals, s, hp, True, 1.0)
         _predict_many(slots, vals, np.ones(1, np.intp), s, hp)
         _warm = True
@@ -231,9 +255,10 @@ class FastLearner:
         # Slots by the keys of x, in order: feature dicts come in a few shapes (dense keys, a
         # category, a channel), and one tuple lookup is a third of mapping every key.
         self._shapes: dict[tuple[str, ...], np.ndarray] = {}
-        self.s = np.zeros((9, 0))
-        self.hp = np.zeros(11)
+        self.s = np.zeros((10, 0))
+        self.hp = np.zeros(13)
         self.n_iterations = 0
+        self.average_horizon = 1
         self.reload()
         _warm_up()
 
@@ -244,7 +269,7 @@ class FastLearner:
         self.keys = list(DENSE_FEATURES) + [k for k in weights if k not in _DENSE]
         self.index = {k: j for j, k in enumerate(self.keys)}
         self._shapes = {}
-        s = self.s = np.zeros((9, max(64, 2 * len(self.keys))))
+        s = self.s = np.zeros((10, max(64, 2 * len(self.keys))))
         s[DENSE, :_N_DENSE] = 1.0
         for j, k in enumerate(DENSE_FEATURES):
             n = scaler.counts.get(k, 0)
@@ -254,10 +279,13 @@ class FastLearner:
                 s[MEAN, j] = scaler.means.get(k, 0.0)
                 s[VAR, j] = var
                 s[SCALE, j] = var**0.5 if var > VAR_FLOOR else 0.0  # as DenseScaler's
+        averaged, averaged_intercept = served_weights(logreg)
         for j, k in enumerate(self.keys):
             if k in weights:
                 s[WEIGHT, j] = weights[k]
                 s[HAS_W, j] = 1.0
+                s[AVG, j] = averaged.get(k, 0.0)
+        self.average_horizon = getattr(logreg, "average_horizon", 1)
         optimizer = logreg.optimizer
         self.hp = np.array(
             [
@@ -272,6 +300,8 @@ class FastLearner:
                 0.5,
                 0.0,
                 Z_CLIP,
+                averaged_intercept,
+                1.0,
             ],
             dtype=np.float64,
         )
@@ -308,6 +338,12 @@ class FastLearner:
             if has_w[j]:
                 weights[k] = values[j]
         logreg.intercept = float(self.hp[INTERCEPT])
+        if isinstance(logreg, AveragedLogisticRegression):
+            averaged, avg = logreg.averaged, rows[AVG]
+            for j, k in enumerate(self.keys):
+                if has_w[j]:
+                    averaged[k] = avg[j]
+            logreg.averaged_intercept = float(self.hp[AVG_INTERCEPT])
         logreg.optimizer.n_iterations = self.n_iterations
 
     def _slots(self, x: dict[str, float]) -> np.ndarray:
@@ -337,6 +373,7 @@ class FastLearner:
         slots = self._slots(x)
         vals = np.fromiter(x.values(), np.float64, len(x))
         self.n_iterations += 1
+        self.hp[AVG_RATE] = average_rate(self.average_horizon, self.n_iterations)
         return _predict_learn(slots, vals, self.s, self.hp, bool(y), float(w))
 
     def predict_many(self, xs: Sequence[dict[str, float]]) -> list[float]:

@@ -15,7 +15,14 @@ import numpy as np
 from river import compose
 
 from core.features import DENSE_FEATURES, FeatureBatch
-from core.model import VAR_FLOOR, Z_CLIP, is_legacy, pipeline_steps, scaler_stats
+from core.model import (
+    VAR_FLOOR,
+    Z_CLIP,
+    is_legacy,
+    pipeline_steps,
+    scaler_stats,
+    served_weights,
+)
 from core.vocabulary import ONE_HOT
 
 _DENSE = frozenset(DENSE_FEATURES)
@@ -51,7 +58,7 @@ class CompiledModel:
         means, vars_ = scaler_stats(pipeline)
         legacy = is_legacy(pipeline)
         floor = 0.0 if legacy else VAR_FLOOR
-        weights = logreg.weights
+        weights, intercept = served_weights(logreg)
         n = len(DENSE_FEATURES)
         mean = np.zeros(n)
         inv_std = np.zeros(n)
@@ -71,7 +78,7 @@ class CompiledModel:
                 # Legacy: the plain scaler's view of a key present at 1.0 (0 at variance 0).
                 sparse[name] = w * (1.0 - means.get(name, 0.0)) / math.sqrt(var)
         clip = math.inf if legacy else Z_CLIP
-        return cls(version, mean, inv_std, weight, float(logreg.intercept), sparse, clip)
+        return cls(version, mean, inv_std, weight, intercept, sparse, clip)
 
     def onehot_weights(self) -> np.ndarray:
         """The weight of every `ONE_HOT` key by id, then a 0.0 that id -1 (none) picks."""

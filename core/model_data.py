@@ -9,7 +9,12 @@ pipeline it was taken from (checked to 1e-9 in tests/test_model_data.py):
      "logreg": {"weights": {key: float}, "intercept": float, "intercept_init": float,
                 "intercept_lr": float, "l2": float, "clip_gradient": float,
                 "optimizer": {"kind": "sgd", "lr": float, "n_iterations": int},
-                "loss": {"kind": "log", "weight_pos": float, "weight_neg": float}}}
+                "loss": {"kind": "log", "weight_pos": float, "weight_neg": float},
+                "averaged": {"horizon": int, "weights": {key: float},
+                             "intercept": float} | null}}
+
+`averaged` holds what the model scores with (`core.model.AveragedLogisticRegression`); a model
+without it (written before averaging) scores with its raw weights, as it always did.
 
 Key order is kept (JSON objects keep it): River sums a dot product in its dicts' order.
 Only the pipeline `build_pipeline` makes is representable (SGD with a constant learning rate,
@@ -25,7 +30,7 @@ from river import compose, linear_model, optim
 
 from core.errors import FraudstreamError
 from core.features import DENSE_FEATURES
-from core.model import DenseScaler
+from core.model import AveragedLogisticRegression, DenseScaler
 
 _DENSE = frozenset(DENSE_FEATURES)
 # One-hot keys are `name=value` of a bounded vocabulary: far below this in practice.
@@ -69,6 +74,26 @@ class LossData(_Strict):
     weight_neg: Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
+def _bounded_weights(v: dict[str, float]) -> dict[str, float]:
+    if len(v) > MAX_WEIGHTS:
+        raise ValueError(f"{len(v)} weights (at most {MAX_WEIGHTS})")
+    long = next((k for k in v if len(k) > MAX_KEY_LENGTH), None)
+    if long is not None:
+        raise ValueError(f"a key of {len(long)} characters (at most {MAX_KEY_LENGTH})")
+    return v
+
+
+class AveragedData(_Strict):
+    horizon: Annotated[int, Field(ge=1)]
+    weights: dict[str, Finite]
+    intercept: Finite
+
+    @field_validator("weights")
+    @classmethod
+    def _bounded(cls, v: dict[str, float]) -> dict[str, float]:
+        return _bounded_weights(v)
+
+
 class LogRegData(_Strict):
     weights: dict[str, Finite]
     intercept: Finite
@@ -78,16 +103,12 @@ class LogRegData(_Strict):
     clip_gradient: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     optimizer: OptimizerData
     loss: LossData
+    averaged: AveragedData | None = None
 
     @field_validator("weights")
     @classmethod
     def _bounded(cls, v: dict[str, float]) -> dict[str, float]:
-        if len(v) > MAX_WEIGHTS:
-            raise ValueError(f"{len(v)} weights (at most {MAX_WEIGHTS})")
-        long = next((k for k in v if len(k) > MAX_KEY_LENGTH), None)
-        if long is not None:
-            raise ValueError(f"a key of {len(long)} characters (at most {MAX_KEY_LENGTH})")
-        return v
+        return _bounded_weights(v)
 
 
 class ModelData(_Strict):
@@ -110,7 +131,7 @@ def pipeline_to_data(pipeline: Any) -> ModelData:
     scaler, logreg = pipeline.steps["scale"], pipeline.steps["logreg"]
     if type(scaler) is not DenseScaler or scaler.window_size is not None or not scaler.with_std:
         raise _shape_error(pipeline, f"scale is {type(scaler).__name__}, not a DenseScaler")
-    if type(logreg) is not linear_model.LogisticRegression:
+    if type(logreg) not in (linear_model.LogisticRegression, AveragedLogisticRegression):
         raise _shape_error(pipeline, f"logreg is {type(logreg).__name__}")
     opt = logreg.optimizer
     checks = (
@@ -147,6 +168,13 @@ def pipeline_to_data(pipeline: Any) -> ModelData:
                 "weight_pos": float(logreg.loss.weight_pos),
                 "weight_neg": float(logreg.loss.weight_neg),
             },
+            "averaged": {
+                "horizon": int(logreg.average_horizon),
+                "weights": {str(k): float(v) for k, v in logreg.averaged.items()},
+                "intercept": float(logreg.averaged_intercept),
+            }
+            if isinstance(logreg, AveragedLogisticRegression)
+            else None,
         },
     }
     return model_data(raw)
@@ -166,7 +194,7 @@ def pipeline_from_data(data: ModelData) -> compose.Pipeline:
     """A new River pipeline in the state `data` describes: it scores and learns on as the
     pipeline the data was taken from."""
     lg = data.logreg
-    logreg = linear_model.LogisticRegression(
+    logreg = (AveragedLogisticRegression if lg.averaged else linear_model.LogisticRegression)(
         optimizer=optim.SGD(lg.optimizer.lr),
         loss=optim.losses.Log(weight_pos=lg.loss.weight_pos, weight_neg=lg.loss.weight_neg),
         l2=lg.l2,
@@ -174,6 +202,10 @@ def pipeline_from_data(data: ModelData) -> compose.Pipeline:
         intercept_lr=lg.intercept_lr,
         clip_gradient=lg.clip_gradient,
     )
+    if isinstance(logreg, AveragedLogisticRegression) and lg.averaged:
+        logreg.average_horizon = lg.averaged.horizon
+        logreg.averaged = dict(lg.averaged.weights)
+        logreg.averaged_intercept = lg.averaged.intercept
     logreg.intercept = lg.intercept
     logreg.optimizer.n_iterations = lg.optimizer.n_iterations
     for key, weight in lg.weights.items():

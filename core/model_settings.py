@@ -10,6 +10,9 @@ class ModelSettings(BaseModel):
     # 0.005: best pre- and post-drift AUC in `fraudstream evaluate` (0.02 was noisier).
     learning_rate: float = Field(0.005, gt=0, le=10)
     l2: float = Field(0.0, ge=0)
+    # Scorers serve the average of the weights over about this many labels (an exponential
+    # moving average): steadier than the raw SGD weights; 1 serves the raw weights.
+    average_labels: int = Field(2000, ge=1, le=10_000_000)
     # Weight of a fraud label in learn_one: fraud is rare, so each one counts more.
     fraud_weight: float = Field(5.0, gt=0)
     # Expected share of fraud; the untrained model's intercept starts there, and the label-fed

@@ -1,6 +1,6 @@
 """The `model-updates` wire format: a model snapshot as data, signed with Ed25519.
 
-Value: one JSON object, format `fraudstream-model/2`. The model is plain data (`model`: the
+Value: one JSON object, format `fraudstream-model/3`. The model is plain data (`model`: the
 scaler's statistics, the weights, the intercept and the optimizer state, see
 `core.model_data`), so reading a snapshot never executes anything it holds. `signature` is
 the base64 Ed25519 signature, by the trainer's private key, of every other field (the JSON
@@ -12,7 +12,8 @@ with the public key only (`verify`); an unsigned snapshot is refused like a tamp
 is the trainer's label-fed state (`core.label_state`'s data; `label_state_of` loads it as the
 scorers and the MLflow model serve it). Both are signed with everything else.
 
-Snapshots of the pickle era (`river-pickle/1`) are refused with one line and never unpickled.
+`fraudstream-model/2` (before the averaged weights) is read as well: its model serves its raw
+weights, as it did. Snapshots of the pickle era (`river-pickle/1`) are refused with one line and never unpickled.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-FORMAT = "fraudstream-model/2"
+FORMAT = "fraudstream-model/3"
+# Formats this version reads: /2 is /3 without the model's averaged weights.
+READ_FORMATS = frozenset({"fraudstream-model/2", FORMAT})
 # Formats whose model is a pickle: refused, never loaded.
 PICKLE_FORMATS = frozenset({"river-pickle/1"})
 
@@ -185,7 +188,7 @@ class Snapshot(BaseModel):
 
     def check_compatible(self) -> None:
         """Refuse, with one clear line, a snapshot of a format this process does not read."""
-        if self.format != FORMAT:
+        if self.format not in READ_FORMATS:
             raise SnapshotError(_format_message(self.version, self.format), "incompatible")
 
     def load_model(self) -> Any:
@@ -228,7 +231,8 @@ def _format_message(version: object, fmt: object) -> str:
             f"unpickles snapshots and reads {FORMAT!r} only (let a trainer of this version "
             "publish a new one)"
         )
-    return f"snapshot {shown} has format {str(fmt)[:64]!r}, this fraudstream reads {FORMAT!r}"
+    reads = " and ".join(repr(f) for f in sorted(READ_FORMATS))
+    return f"snapshot {shown} has format {str(fmt)[:64]!r}, this fraudstream reads {reads}"
 
 
 def library_versions() -> dict[str, str]:
@@ -309,7 +313,7 @@ def decode_snapshot(raw: bytes | None, key: Ed25519PublicKey | None = None) -> S
     if not isinstance(fields, dict):
         raise SnapshotError("invalid snapshot: not a JSON object")
     fmt = fields.get("format")
-    if fmt != FORMAT:
+    if fmt not in READ_FORMATS:
         raise SnapshotError(_format_message(fields.get("version"), fmt), "incompatible")
     signed = _canonical(fields)
     if key is not None:

@@ -79,6 +79,8 @@ def _state(pipeline: Any) -> dict[str, Any]:
         "vars": dict(scaler.vars),
         "weights": logreg.weights,
         "intercept": {"b": logreg.intercept},
+        "averaged": logreg.averaged,
+        "averaged_intercept": {"b": logreg.averaged_intercept},
         "iterations": logreg.optimizer.n_iterations,
     }
 
@@ -90,7 +92,7 @@ def _max_diff(a: Any, b: Any) -> float:
     if sa["counts"] != sb["counts"] or sa["iterations"] != sb["iterations"]:
         return math.inf
     worst = 0.0
-    for part in ("means", "vars", "weights", "intercept"):
+    for part in ("means", "vars", "weights", "intercept", "averaged", "averaged_intercept"):
         if set(sa[part]) != set(sb[part]):
             return math.inf
         for k, v in sa[part].items():
@@ -105,8 +107,12 @@ def _prob_diff(p: list[float], q: list[float]) -> float:
 
 @pytest.mark.parametrize(
     "settings",
-    [ModelSettings(), ModelSettings(l2=0.01, learning_rate=0.05, prior_fraud_rate=0.2)],
-    ids=["default", "l2"],
+    [
+        ModelSettings(),
+        ModelSettings(l2=0.01, learning_rate=0.05, prior_fraud_rate=0.2, average_labels=300),
+        ModelSettings(average_labels=1),
+    ],
+    ids=["default", "l2_short_average", "raw_weights"],
 )
 def test_fused_learner_is_river_over_a_long_stream(settings: ModelSettings) -> None:
     stream = _stream(6000)

@@ -19,6 +19,7 @@ from core.model import (
     is_legacy,
     predict_one,
     scaler_stats,
+    served_weights,
     upgrade_pipeline,
 )
 from core.model_compiled import CompiledModel
@@ -93,7 +94,8 @@ def test_one_hot_keys_change_the_score_after_learning() -> None:
     }
     compiled = CompiledModel.from_pipeline(pipeline, 1)
     logits = compiled.logits(batch)
-    expected = weights["merchant_category=jewelry"] - weights["merchant_category=grocery"]
+    served, _ = served_weights(pipeline["logreg"])  # the averaged weights score
+    expected = served["merchant_category=jewelry"] - served["merchant_category=grocery"]
     assert logits[0] - logits[1] == pytest.approx(expected, abs=1e-9)
     assert expected > 1.0
     p = compiled.predict_proba(batch)
@@ -102,7 +104,7 @@ def test_one_hot_keys_change_the_score_after_learning() -> None:
     # And it is a reason for the jewelry transaction, with its weight as the contribution.
     reasons = dict(compiled.reasons(batch, top=20)[0])
     assert reasons["merchant_category=jewelry"] == pytest.approx(
-        weights["merchant_category=jewelry"]
+        served["merchant_category=jewelry"]
     )
 
 
@@ -196,9 +198,9 @@ def test_reasons_are_the_largest_positive_contributions_and_sum_with_the_rest_to
     logits = compiled.logits(batch)
     for i, x in enumerate(batch.dicts()):
         scaled = pipeline["scale"].transform_one(x)
-        weights = pipeline["logreg"].weights
+        weights, intercept = served_weights(pipeline["logreg"])
         contrib = {k: weights.get(k, 0.0) * v for k, v in scaled.items()}
-        assert sum(contrib.values()) + pipeline["logreg"].intercept == pytest.approx(logits[i])
+        assert sum(contrib.values()) + intercept == pytest.approx(logits[i])
         expected = sorted(((k, v) for k, v in contrib.items() if v > 0), key=lambda kv: -kv[1])
         assert [k for k, _ in reasons[i]] == [k for k, _ in expected[:3]]
         assert [v for _, v in reasons[i]] == pytest.approx([v for _, v in expected[:3]])

@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Producer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from core.model import build_pipeline
+from core.model import build_pipeline, served_weights
 from core.snapshot import (
     FORMAT,
     Snapshot,
@@ -121,12 +121,29 @@ def test_signed_snapshot_round_trips_and_verifies_with_the_public_key() -> None:
     assert len(base64.b64decode(snap.signature or "")) == 64  # an Ed25519 signature
     decoded = decode_snapshot(encode_snapshot(snap))
     decoded.verify(PUBLIC)
-    assert decoded.format == FORMAT == "fraudstream-model/2"
+    assert decoded.format == FORMAT == "fraudstream-model/3"
     assert decoded.load_model()["logreg"].weights == _trained()["logreg"].weights
     # Plain JSON data, no bytes to unpickle.
     record = orjson.loads(encode_snapshot(snap))
     assert set(record["model"]) == {"scaler", "logreg"}
     assert "model_b64" not in record
+
+
+def test_a_snapshot_of_the_previous_format_loads_and_serves_its_raw_weights() -> None:
+    """fraudstream-model/2 had no averaged weights: it is read, signed as it was, and its
+    model scores with the weights it learned."""
+    record = orjson.loads(encode_snapshot(_snapshot()))
+    record["format"] = "fraudstream-model/2"
+    del record["model"]["logreg"]["averaged"]
+    old = Snapshot.model_validate({k: v for k, v in record.items() if k != "signature"})
+    decoded = decode_snapshot(encode_snapshot(old.sign(PRIVATE)), PUBLIC)
+    model = decoded.load_model()
+    assert served_weights(model["logreg"]) == (
+        dict(_trained()["logreg"].weights),
+        _trained()["logreg"].intercept,
+    )
+    # This version writes /3.
+    assert orjson.loads(encode_snapshot(_snapshot()))["format"] == "fraudstream-model/3"
 
 
 @pytest.mark.parametrize(
