@@ -13,7 +13,8 @@ is the trainer's label-fed state (`core.label_state`'s data; `label_state_of` lo
 scorers and the MLflow model serve it). Both are signed with everything else.
 
 `fraudstream-model/2` (before the averaged weights) is read as well: its model serves its raw
-weights, as it did. Snapshots of the pickle era (`river-pickle/1`) are refused with one line and never unpickled.
+weights, as it did. Snapshots of the pickle era (`river-pickle/1`) are refused with one line
+and never unpickled.
 """
 
 from __future__ import annotations
