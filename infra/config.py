@@ -145,6 +145,7 @@ class CandidateSettings(BaseModel):
     learning_rate: float | None = Field(None, gt=0, le=10)
     l2: float | None = Field(None, ge=0)
     fraud_weight: float | None = Field(None, gt=0)
+    average_labels: int | None = Field(None, ge=1, le=10_000_000)
 
 
 class ChallengerSettings(BaseModel):
