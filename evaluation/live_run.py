@@ -101,6 +101,9 @@ def child_env(settings: Settings, embedded: bool, mlflow: bool) -> dict[str, str
     env["FRAUDSTREAM_BOOTSTRAP_SERVERS"] = settings.bootstrap
     for name, value in settings.topics.model_dump().items():
         env[f"FRAUDSTREAM_TOPICS__{name.upper()}"] = value
+    # The model the offline replay runs (the user's, with evaluate's --learning-rate & co.).
+    for name, value in settings.model.model_dump().items():
+        env[f"FRAUDSTREAM_MODEL__{name.upper()}"] = str(value)
     env["FRAUDSTREAM_SCORER__GROUP_ID"] = settings.scorer.group_id
     env["FRAUDSTREAM_TRAINER__GROUP_ID"] = settings.trainer.group_id
     if embedded and "fetch_wait_max_ms" not in settings.model_fields_set:

@@ -21,9 +21,12 @@ import numpy as np
 import orjson
 import pytest
 
+from core.model_settings import ModelSettings
 from evaluation.durations import parse_duration
 from evaluation.live_records import stream_records
+from evaluation.live_run import child_env
 from evaluation.streams import generate_stream
+from infra.config import load_settings
 
 COUNT = 20_000
 
@@ -205,6 +208,27 @@ def test_cli_rejects_a_bad_burn_in_in_one_line(tmp_path: Path) -> None:
     proc = _evaluate_live(tmp_path, "--burn-in", "30x", timeout=60)
     assert proc.returncode == 2
     assert "--burn-in" in proc.stderr and "'30x'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_processes_run_the_model_the_offline_replay_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`evaluate --live --learning-rate/--fraud-weight/--average-labels` reach `score` and
+    `train` through their environment, not only the offline replay."""
+    monkeypatch.chdir(tmp_path)
+    model = ModelSettings(learning_rate=0.0125, fraud_weight=3.0, average_labels=7)
+    settings = load_settings().model_copy(update={"model": model})
+    for name, value in child_env(settings, embedded=True, mlflow=False).items():
+        if name.startswith("FRAUDSTREAM_MODEL__"):
+            monkeypatch.setenv(name, value)
+    assert load_settings().model == model
+
+
+def test_cli_rejects_a_bad_average_horizon_in_one_line(tmp_path: Path) -> None:
+    proc = _evaluate_live(tmp_path, "--average-labels", "0", timeout=60)
+    assert proc.returncode == 2
+    assert "--average-labels: must be > 0, got 0" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

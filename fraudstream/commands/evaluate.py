@@ -65,6 +65,12 @@ def add_parsers(sub: Subparsers) -> None:
     lrn.add_argument("--drift-reaction", choices=["none", "boost", "reset"], default="none")
     lrn.add_argument("--learning-rate", type=positive(float), help="default: settings")
     lrn.add_argument("--fraud-weight", type=positive(float), help="default: settings")
+    lrn.add_argument(
+        "--average-labels",
+        type=positive(int),
+        metavar="N",
+        help="labels the served weights are averaged over (1: raw SGD weights; default: settings)",
+    )
     lrn.add_argument("--forest-models", type=positive(int), default=6)
     lrn.add_argument("--legit-sample", type=fraction, default=0.1, metavar="F")
     lrn.add_argument("--jobs", type=positive(int), help="parallel learners (default: cores)")
@@ -127,13 +133,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from evaluation.streams import StreamError
 
     settings = settings_for(args)
-    model = settings.model.model_copy(
-        update={
-            k: v
-            for k, v in (("learning_rate", args.learning_rate), ("fraud_weight", args.fraud_weight))
-            if v is not None
-        }
+    overrides = (
+        ("learning_rate", args.learning_rate),
+        ("fraud_weight", args.fraud_weight),
+        ("average_labels", args.average_labels),
     )
+    model = settings.model.model_copy(update={k: v for k, v in overrides if v is not None})
+    # The live run's processes and its offline replay take the model from the settings.
+    settings = settings.model_copy(update={"model": model})
     threshold = args.threshold if args.threshold is not None else settings.scorer.threshold
     options = EvaluateOptions(
         transactions=args.transactions,
