@@ -25,7 +25,7 @@ from fraudstream.benchmark.model import publish_trained_model
 from infra.broker import free_port
 from infra.config import Settings
 from tests.conftest import TEST_SIGNING_KEY, TEST_VERIFY_KEY, isolated_settings, settings_env
-from tests.kafka_helpers import fraudstream_process, read_topic
+from tests.kafka_helpers import fraudstream_process, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -207,8 +207,15 @@ def test_score_round_trip_answers_the_scorers_score(stack: dict[str, Api]) -> No
     assert score["card_id"] == tx["card_id"]
     assert 0.0 <= score["score"] <= 1.0
     assert score["features"]["amount"] == 1234.5
-    # The same Score any replica can return later.
-    again = stack["b"].http.get(f"/v1/scores/{tx['transaction_id']}", headers=stack["b"].as_("all"))
+    # The same Score any replica can return later: once its own reader of `scores` has it
+    # (404 "retry shortly" until then, as documented).
+    b = stack["b"]
+
+    def from_b() -> httpx.Response | None:
+        got = b.http.get(f"/v1/scores/{tx['transaction_id']}", headers=b.as_("all"))
+        return got if got.status_code != 404 else None
+
+    again = wait_for("replica b to have the Score", from_b, timeout_s=10)
     assert again.status_code == 200 and again.json() == score
 
 
